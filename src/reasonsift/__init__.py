@@ -1,0 +1,7 @@
+"""reasonsift: which long chain-of-thought examples are worth training on, and training on them well.
+
+Stages (one subpackage each, same words as the CLI): data -> scoring -> selection -> critical ->
+training -> evaluation; synth is the embedded synthetic reasoning world.
+"""
+
+__version__ = "0.1.0"

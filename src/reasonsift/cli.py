@@ -1,0 +1,219 @@
+"""The ``reasonsift`` command line: one subcommand per pipeline stage.
+
+    reasonsift score DATA --model M --run RUN [--direction-model F] [--seed S] [key=value ...]
+    reasonsift select RUN --budget B [--method temp] [--seed S]
+    reasonsift curate DATA --model M --budget B --run RUN          (score + select)
+    reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
+    reasonsift evaluate --model DIR --benchmark FILE [--samples k]
+    reasonsift demo [--quick]                                       (the synthetic world, end to end)
+
+Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
+resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
+Ctrl-C exits 130 and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from reasonsift.config import ConfigError, load_config
+
+logger = logging.getLogger("reasonsift")
+
+
+def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` overrides from plain positional arguments."""
+    plain, overrides = [], []
+    for v in values:
+        is_override = "=" in v and not Path(v).exists() and not v.startswith(("/", "."))
+        (overrides if is_override else plain).append(v)
+    return plain, overrides
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with data:/model:/score:/select:/train:/evaluate: sections")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("args", nargs="*", help="positional arguments, then section.key=value overrides")
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--field", action="append", default=[], metavar="NAME=COL",
+                   help="map a column: prompt=question, response=output, source=type, ...")
+    p.add_argument("--system-prompt", help="system message before every prompt")
+    p.add_argument("--skip-bad-rows", action="store_true", help="quarantine bad rows to RUN/rejected.jsonl")
+    p.add_argument("--limit", type=int, help="read only the first N rows")
+
+
+def _score_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="θ₀: HF hub id or local folder")
+    p.add_argument("--run", required=True, help="run folder (created; a rerun resumes)")
+    p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
+    p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of all subcommands."""
+    parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score", help="early-token losses under seeded weight perturbations")
+    _score_flags(p)
+    _data_flags(p)
+    _common(p)
+    p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
+    p.add_argument("--budget", type=int, help="number of examples")
+    p.add_argument("--budget-tokens", type=int, help="total response tokens")
+    p.add_argument("--method", help="temp (default), random, longest, middle-perplexity, difficulty, "
+                                    "full-loss, s2l, embedding")
+    p.add_argument("--seed", type=int, help="selection seed (select.seed)")
+    _common(p)
+    p = sub.add_parser("curate", help="score + select in one command")
+    _score_flags(p)
+    _data_flags(p)
+    p.add_argument("--budget", type=int, help="number of examples")
+    p.add_argument("--budget-tokens", type=int, help="total response tokens")
+    p.add_argument("--method", help="selection method (default temp)")
+    _common(p)
+    for extra in EXTRA_PARSERS:
+        extra(sub)
+    return parser
+
+
+# Later stages add their subcommands here (a plain list, not a plugin system).
+EXTRA_PARSERS: list[Callable[[Any], None]] = []
+EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace, list[str], list[str]], int]] = {}
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.field:
+        out.append("data.fields=" + ",".join(args.field))
+    if args.system_prompt is not None:
+        out.append(f"data.system_prompt={args.system_prompt!r}" if "'" not in args.system_prompt
+                   else f'data.system_prompt="{args.system_prompt}"')
+    if args.skip_bad_rows:
+        out.append("data.skip_bad_rows=true")
+    if args.limit is not None:
+        out.append(f"data.limit={args.limit}")
+    return out
+
+
+def _score_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.model:
+        out.append(f"model.model={args.model}")
+    if args.direction_model:
+        out.append(f"score.direction_model={args.direction_model}")
+    if args.seed is not None:
+        out.append(f"score.seed={args.seed}")
+    return out
+
+
+def _select_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in (("budget", "budget"), ("budget_tokens", "budget_tokens"), ("method", "method")):
+        if getattr(args, flag, None) is not None:
+            out.append(f"select.{key}={getattr(args, flag)}")
+    if getattr(args, "seed", None) is not None and args.command == "select":
+        out.append(f"select.seed={args.seed}")
+    return out
+
+
+def _one(plain: list[str], what: str) -> str:
+    if len(plain) != 1:
+        raise ConfigError(f"expected exactly one {what}, got {len(plain)}: {' '.join(plain) or '(none)'}")
+    return plain[0]
+
+
+def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.scoring.run_scoring import run_scoring
+
+    data = _one(plain, "DATA path or hub id")
+    configs = load_config(["data", "model", "score"], args.config,
+                          _data_overrides(args) + _score_overrides(args) + overrides)
+    report = run_scoring(data, configs, args.run, " ".join(sys.argv), progress=not args.quiet)
+    if report:
+        t = report["tokens"]
+        print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
+              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
+              f"{t['full_trace_all_checkpoints']:,} for full traces ({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.selection.run_selection import run_selection
+
+    run = _one(plain, "RUN folder")
+    configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
+    report = run_selection(run, configs, " ".join(sys.argv), progress=not args.quiet)
+    print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
+          f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.scoring.run_scoring import run_scoring
+    from reasonsift.selection.run_selection import run_selection
+
+    data = _one(plain, "DATA path or hub id")
+    configs = load_config(["data", "model", "score", "select"], args.config,
+                          _data_overrides(args) + _score_overrides(args) + _select_overrides(args) + overrides)
+    report = run_scoring(data, configs, args.run, " ".join(sys.argv), progress=not args.quiet)
+    if report is None:
+        return 0  # another rank merges and selects
+    sel = run_selection(args.run, configs, " ".join(sys.argv), progress=not args.quiet, data=data)
+    print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
+          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+    return 0
+
+
+COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``reasonsift`` console script."""
+    _load_stage_commands()
+    parser = build_parser()
+    # Positional arguments may come after options (score DATA --model M key=value): collect the
+    # leftovers argparse did not place, but still reject unknown --options.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.args = list(args.args) + extra
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    plain, overrides = _split_overrides(args.args)
+    from reasonsift.data.records import DataError
+    from reasonsift.models import ModelLoadError
+
+    handler = {**COMMANDS, **EXTRA_COMMANDS}[args.command]
+    try:
+        return handler(args, plain, overrides)
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"reasonsift {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nreasonsift {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _load_stage_commands() -> None:
+    """Import the stage modules that add subcommands (training, evaluation, demo) if present."""
+    import importlib
+
+    for module in ("reasonsift.training.cli", "reasonsift.evaluation.cli", "reasonsift.synth.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

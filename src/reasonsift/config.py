@@ -1,0 +1,241 @@
+"""Stage configs: frozen dataclasses, filled from YAML, then from ``key=value`` overrides.
+
+Every stage has one dataclass (``DataConfig``, ``ScoreConfig``, ``SelectConfig``, ...). A YAML file
+holds one section per stage (``data:``, ``score:``, ``select:``, ``train:``, ``evaluate:``), and a
+command-line override is ``section.key=value`` or, when only one section of the command has that
+key, plain ``key=value``. Unknown keys are errors, never silently ignored: a typo in a
+hyperparameter must not produce a run that quietly used the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How input rows become records (see ``reasonsift.data.load``)."""
+
+    fields: tuple[str, ...] = ()  # column overrides "prompt=question", beat schema detection
+    system_prompt: str | None = None  # system message prepended before the user prompt
+    skip_bad_rows: bool = False  # quarantine bad rows to RUN/rejected.jsonl instead of failing
+    split: str = "train"  # split to read from a hub id or a DatasetDict folder
+    limit: int | None = None  # read only the first N rows (smoke runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which model to load and how (see ``reasonsift.models``)."""
+
+    model: str = ""  # HF hub id or local folder of the causal LM (θ₀)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    trust_remote_code: bool = False  # run code shipped with the checkpoint; off unless asked
+    allow_pickle: bool = False  # load .bin (pickle) weights when no safetensors exist
+    attn_implementation: str = "auto"  # auto: sdpa (the packed path needs no extra install)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """TEMP scoring: early-token losses under seeded weight perturbations (temp-method.md §1.1-1.4)."""
+
+    seed: int = 42  # seeds every perturbation; reruns are bit-identical
+    short_tokens: int = 100  # the difficulty window N (first N response tokens)
+    long_tokens: int = 1000  # the loss-vector window N; one pass at this N also yields short_tokens
+    num_isotropic: int = 8  # nested Gaussian checkpoints
+    isotropic_std_start: float = 2e-3  # per-coordinate std of the first Gaussian checkpoint
+    isotropic_std_end: float = 8e-3  # cumulative per-coordinate std of the last one
+    target_ratio_low: float = 2.0  # θ_rnd: dataset-mean loss ratio to θ₀ must lie in [low, high]
+    target_ratio_high: float = 3.0
+    direction: Literal["model", "finetune", "isotropic"] = "model"  # where θ_f - θ₀ comes from
+    direction_model: str | None = None  # θ_f folder or hub id (direction=model)
+    finetune_steps: int = 50  # direction=finetune: steps of a short SFT on a random sample
+    finetune_examples: int = 256  # direction=finetune: size of that sample
+    finetune_lr: float = 1e-4  # direction=finetune: AdamW learning rate
+    num_directional: int = 8  # noisy steps along the fine-tuning direction
+    min_radius: float = 1.0  # L2 distance from θ₀ of the first directional checkpoint
+    final_radius: float = 10.0  # ... and of the last one
+    directional_embeddings: bool = True  # TEMP's default perturbs embeddings along e too
+    batch_tokens: int = 16384  # tokens per packed forward pass (halved automatically on OOM)
+    max_batch_examples: int = 256  # cap on sequences per packed forward
+    lm_head_chunk: int = 4096  # scored rows per LM-head chunk (bounds the [rows x vocab] logits)
+    shard_size: int = 1024  # examples per work unit file; units are the resume granularity
+    full_loss: bool = False  # also score whole responses at θ₀ (the full-loss baseline; costly)
+    max_full_tokens: int = 32768  # cap for that full-response pass
+    save_token_losses: bool = False  # keep per-token NLL lists in the unit files
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    """Subset selection (temp-method.md §1.3, §1.5-1.7, §3.5)."""
+
+    method: Literal[
+        "temp", "random", "longest", "middle-perplexity", "difficulty", "full-loss", "s2l", "embedding"
+    ] = "temp"
+    budget: int | None = None  # number of examples to select
+    budget_tokens: int | None = None  # or: total response tokens to select
+    seed: int = 42  # seeds k-means and every random draw
+    examples_per_cluster: int = 4  # TEMP: K_s = max(1, n_s // examples_per_cluster)
+    kmeans_iters: int = 20
+    s2l_clusters: int = 100  # S2L: clusters per source
+    embedding_batch_tokens: int = 8192  # embedding baseline: tokens per forward
+    embedding_max_tokens: int = 2048  # embedding baseline: truncate prompt+response
+
+
+CONFIG_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "score": ScoreConfig,
+    "select": SelectConfig,
+}
+
+
+def register_section(name: str, cls: type) -> None:
+    """Add a stage's config class (training/evaluation modules call this at import)."""
+    CONFIG_SECTIONS[name] = cls
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML or command-line value to the annotated type, or raise ConfigError."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner, *_rest) = get_args(tp)
+        return tuple(_coerce(v, inner, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def make_config(cls: type, values: dict[str, Any], section: str = "") -> Any:
+    """Build a frozen config from a dict, coercing types; unknown keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"section '{section}'" if section else cls.__name__
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}" if section else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def load_config(
+    sections: list[str], yaml_path: str | Path | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Resolve configs for the given sections: defaults < YAML file < ``key=value`` overrides.
+
+    Returns ``{section: frozen dataclass}``. Sections present in the YAML but not used by this
+    command are checked too (so a typo anywhere in the file is caught) but not returned.
+    """
+    raw: dict[str, dict[str, Any]] = {s: {} for s in sections}
+    if yaml_path is not None:
+        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{yaml_path}: expected a mapping of sections")
+        for name, values in loaded.items():
+            if name not in CONFIG_SECTIONS:
+                raise ConfigError(
+                    f"{yaml_path}: unknown section '{name}'; known: {', '.join(CONFIG_SECTIONS)}"
+                )
+            if not isinstance(values, dict):
+                raise ConfigError(f"{yaml_path}: section '{name}' must be a mapping")
+            make_config(CONFIG_SECTIONS[name], values, name)  # validate even if unused
+            if name in raw:
+                raw[name].update(values)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        if "." in key:
+            section, field = key.split(".", 1)
+            if section not in raw:
+                raise ConfigError(f"override {item!r}: section '{section}' is not used here "
+                                  f"(sections: {', '.join(sections)})")
+            targets = [section]
+        else:
+            field = key
+            targets = [s for s in sections if field in {f.name for f in dataclasses.fields(CONFIG_SECTIONS[s])}]
+            if not targets:
+                raise ConfigError(f"unknown key '{key}' (sections here: {', '.join(sections)})")
+            if len(targets) > 1:
+                raise ConfigError(f"key '{key}' is ambiguous; write one of "
+                                  + ", ".join(f"{t}.{key}" for t in targets))
+        raw[targets[0]][field] = yaml.safe_load(value) if value else value
+    return {s: make_config(CONFIG_SECTIONS[s], raw[s], s) for s in sections}
+
+
+def config_to_dict(configs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Plain-dict view of resolved configs (tuples become lists), for YAML and hashing."""
+    out = {}
+    for name, cfg in configs.items():
+        out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    return out
+
+
+def config_hash(payload: Any) -> str:
+    """Stable short hash of anything JSON-serialisable (used to refuse stale resumes)."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,323 @@
+"""Read an SFT pool from disk or the hub and map each row to an ``Example``.
+
+Formats: ``.jsonl`` (optionally ``.gz``), ``.json`` (an array of objects), ``.parquet``, a folder
+written by ``datasets.save_to_disk``, or a ``datasets`` hub id (``datasets.load_dataset``).
+Reading is streamed row by row (only ``.json`` arrays are parsed whole), so memory does not grow
+with the pool.
+
+Schemas recognised, per row (the first that fits wins; ``--field name=COL`` beats detection):
+
+- prompt/question/problem/instruction/query + reasoning/thinking/thinking_trajectories/
+  reasoning_content/rationale + answer/solution/distilled_answer_string/attempt (M23K, s1K, ...):
+  the response is the reasoning, a blank line, then the answer;
+- prompt/question/problem/instruction + response/completion/output/solution/answer (GSM8K keeps its
+  ``#### N`` line in the response; MATH's ``solution`` is the response, its ``\\boxed{}`` the answer);
+- chat ``messages`` (role/content) and ShareGPT ``conversations`` (from/value, as OpenThoughts):
+  the last user turn is the prompt, the assistant turn after it the response.
+
+``source``/``domain`` come from columns of those names, else every row is in group "default".
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reasonsift.data.records import BadRow, DataError, Example
+
+PROMPT_KEYS = ("prompt", "question", "problem", "instruction", "query", "input")
+REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_content", "rationale", "cot")
+FINAL_KEYS = ("distilled_answer_string", "attempt", "answer", "solution", "final_answer")
+RESPONSE_KEYS = ("response", "completion", "output", "solution", "answer", "distilled_answer_string", "attempt")
+ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "idx")
+CHAT_KEYS = ("messages", "conversations")
+ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                "system": "system", "model": "assistant", "bot": "assistant"}
+FIELD_NAMES = ("id", "prompt", "response", "reasoning", "answer", "source", "domain", "messages")
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One input row as read: where it came from, the parsed dict, and its verbatim text."""
+
+    index: int  # 0-based row position in the input
+    where: str  # "file.jsonl:12" (1-based line) or "file.parquet row 12"
+    raw: str  # the row's exact text for .jsonl; canonical JSON for other formats
+    row: dict[str, Any] | None  # None when the row could not be parsed
+    error: str | None = None  # why it could not be parsed
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy / datetime / bytes values from parquet or Arrow JSON-serialisable."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def canonical_json(row: dict[str, Any]) -> str:
+    """The verbatim text written for a row whose input format is not JSON lines."""
+    return json.dumps(row, ensure_ascii=False, default=_json_default)
+
+
+def _iter_jsonl(path: Path) -> Iterator[RawRow]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        index = 0
+        for line_no, line in enumerate(f, start=1):
+            where = f"{path.name}:{line_no}"
+            stripped = line.rstrip(b"\r\n")
+            if not stripped.strip():
+                continue  # blank lines are not rows
+            try:
+                text = stripped.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawRow(index, where, stripped.decode("utf-8", errors="replace"), None,
+                             f"not valid UTF-8 (byte {e.start})")
+                index += 1
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield RawRow(index, where, text, None, f"malformed JSON ({e.msg} at column {e.colno})")
+            else:
+                if isinstance(row, dict):
+                    yield RawRow(index, where, text, row)
+                else:
+                    yield RawRow(index, where, text, None, f"expected a JSON object, got {type(row).__name__}")
+            index += 1
+
+
+def _iter_json(path: Path) -> Iterator[RawRow]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of objects (or use .jsonl)")
+    for i, row in enumerate(data):
+        where = f"{path.name} item {i}"
+        if isinstance(row, dict):
+            yield RawRow(i, where, canonical_json(row), row)
+        else:
+            yield RawRow(i, where, json.dumps(row), None, f"expected an object, got {type(row).__name__}")
+
+
+def _iter_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            yield RawRow(index, f"{path.name} row {index}", canonical_json(row), row)
+            index += 1
+
+
+def _iter_hf(dataset: Any, name: str) -> Iterator[RawRow]:
+    for i, row in enumerate(dataset):
+        yield RawRow(i, f"{name} row {i}", canonical_json(row), dict(row))
+
+
+def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
+    """Stream the rows of a file, a ``save_to_disk`` folder or a hub dataset id."""
+    path = Path(source)
+    if path.is_dir():
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001 - any failure here is a bad input folder
+            raise DataError(f"{path}: not a datasets.save_to_disk folder ({e})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise DataError(f"{path}: no split '{split}' (splits: {', '.join(ds)}); set data.split")
+            ds = ds[split]
+        return _iter_hf(ds, path.name)
+    if path.exists():
+        name = path.name.lower()
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return _iter_jsonl(path)
+        if name.endswith(".json"):
+            return _iter_json(path)
+        if name.endswith(".parquet"):
+            return _iter_parquet(path)
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a save_to_disk folder)")
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(source)) and not str(source).endswith((".jsonl", ".json", ".parquet")):
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(str(source), split=split)
+        except Exception as e:  # noqa: BLE001 - hub errors are many; report them in one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{source}: could not load from the hub ({first})") from None
+        return _iter_hf(ds, str(source))
+    raise DataError(f"{source}: no such file or folder")
+
+
+def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``("prompt=question", ...)`` -> ``{"prompt": "question"}``, checking the names."""
+    out = {}
+    for item in items:
+        name, sep, column = item.partition("=")
+        if not sep or not column:
+            raise DataError(f"--field {item!r}: expected NAME=COLUMN")
+        if name not in FIELD_NAMES:
+            raise DataError(f"--field {item!r}: NAME must be one of {', '.join(FIELD_NAMES)}")
+        out[name] = column
+    return out
+
+
+def _text(value: Any, key: str) -> str:
+    """A field as text: strings as they are, lists of strings joined by newlines."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise BadRow(f"field '{key}' is {type(value).__name__}, expected text")
+
+
+def _required(row: dict[str, Any], key: str) -> str:
+    if key not in row or row[key] is None:
+        raise BadRow(f"missing field '{key}'")
+    text = _text(row[key], key)
+    if not text.strip():
+        raise BadRow(f"empty field '{key}'")
+    return text
+
+
+def _from_chat(turns: Any, key: str) -> tuple[str, str, str | None]:
+    """(prompt, response, system) from a messages / conversations list."""
+    if not isinstance(turns, list) or not turns:
+        raise BadRow(f"field '{key}' is not a non-empty list of turns")
+    norm = []
+    for t in turns:
+        if not isinstance(t, dict):
+            raise BadRow(f"field '{key}' holds a {type(t).__name__}, expected turn objects")
+        role = t.get("role", t.get("from"))
+        content = t.get("content", t.get("value"))
+        if role not in ROLE_ALIASES or content is None:
+            raise BadRow(f"field '{key}' has a turn without a known role/content")
+        norm.append((ROLE_ALIASES[role], _text(content, key)))
+    last_assistant = max((i for i, (r, _) in enumerate(norm) if r == "assistant"), default=None)
+    if last_assistant is None:
+        raise BadRow(f"field '{key}' has no assistant turn")
+    users = [i for i, (r, _) in enumerate(norm[:last_assistant]) if r == "user"]
+    if not users:
+        raise BadRow(f"field '{key}' has no user turn before the assistant turn")
+    system = next((c for r, c in norm if r == "system"), None)
+    prompt, response = norm[users[-1]][1], norm[last_assistant][1]
+    if not prompt.strip():
+        raise BadRow(f"field '{key}' has an empty user turn")
+    if not response.strip():
+        raise BadRow(f"field '{key}' has an empty assistant turn")
+    return prompt, response, system
+
+
+def _boxed(text: str) -> str:
+    """Content of the last ``\\boxed{...}`` (balanced braces), or ""."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return ""
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j]
+    return ""
+
+
+def _final_answer(response: str) -> str:
+    """A final answer found inside a response (GSM8K ``####``, MATH ``\\boxed{}``), else ""."""
+    if "####" in response:
+        return response.rsplit("####", 1)[1].strip()
+    return _boxed(response)
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if k in row and row[k] is not None), None)
+
+
+def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
+    """Map one parsed row to an Example, or raise BadRow with a one-line reason."""
+    if raw.row is None:
+        raise BadRow(raw.error or "unreadable row")
+    row, fields = raw.row, fields or {}
+    system, answer = None, ""
+    chat_key = fields.get("messages") or _first(row, CHAT_KEYS)
+    if "prompt" not in fields and chat_key is not None and isinstance(row.get(chat_key), list):
+        prompt, response, system = _from_chat(row[chat_key], chat_key)
+    else:
+        prompt_key = fields.get("prompt") or _first(row, PROMPT_KEYS)
+        if prompt_key is None:
+            raise BadRow(f"unknown schema: no prompt column among {', '.join(PROMPT_KEYS + CHAT_KEYS)} "
+                         f"(columns: {', '.join(sorted(row))}); pass --field prompt=COL")
+        prompt = _required(row, prompt_key)
+        reasoning_key = fields.get("reasoning") or (None if "response" in fields else _first(row, REASONING_KEYS))
+        if reasoning_key is not None:
+            final_key = fields.get("answer") or _first(row, FINAL_KEYS)
+            reasoning = _required(row, reasoning_key)
+            answer = _required(row, final_key) if final_key else ""
+            response = f"{reasoning}\n\n{answer}" if answer else reasoning
+        else:
+            response_key = fields.get("response") or _first(row, tuple(k for k in RESPONSE_KEYS if k != prompt_key))
+            if response_key is None:
+                raise BadRow(f"unknown schema: no response column among {', '.join(RESPONSE_KEYS)} "
+                             f"(columns: {', '.join(sorted(row))}); pass --field response=COL")
+            response = _required(row, response_key)
+    if "answer" in fields and not answer:
+        answer = _required(row, fields["answer"])
+    answer = answer or _final_answer(response)
+    id_key = fields.get("id") or _first(row, ID_KEYS)
+    if id_key is not None:
+        example_id = str(row[id_key])
+    else:
+        # Content hash, not position: ids must survive re-ordering and filtering of the input.
+        example_id = hashlib.sha1(f"{prompt}\x00{response}".encode()).hexdigest()[:16]
+    group = {}
+    for name in ("source", "domain"):
+        key = fields.get(name, name)
+        value = row.get(key)
+        group[name] = str(value) if value not in (None, "") else "default"
+    return Example(id=example_id, prompt=prompt, response=response, source=group["source"],
+                   domain=group["domain"], answer=str(answer), system=system, row_index=raw.index)
+
+
+def iter_examples(source: str | Path, fields: dict[str, str] | None = None, split: str = "train",
+                  skip_bad_rows: bool = False, limit: int | None = None,
+                  ) -> Iterator[tuple[RawRow, Example | None, str | None]]:
+    """Stream ``(raw_row, example, reason)``; ``example`` is None for a bad row.
+
+    Without ``skip_bad_rows`` the first bad row raises ``DataError`` naming file, line and problem.
+    Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples).
+    """
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(iter_rows(source, split)):
+        if limit is not None and n >= limit:
+            break
+        try:
+            ex = to_example(raw, fields)
+        except BadRow as e:
+            if not skip_bad_rows:
+                raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None
+            yield raw, None, str(e)
+            continue
+        count = seen.get(ex.id, 0) + 1
+        seen[ex.id] = count
+        if count > 1:
+            ex = Example(**{**ex.__dict__, "id": f"{ex.id}#{count}"})
+        yield raw, ex, None

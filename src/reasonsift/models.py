@@ -1,0 +1,147 @@
+"""Load causal LMs and tokenizers (local folder or hub id), and build tiny ones locally.
+
+Real loading goes through ``from_pretrained`` with safetensors only (unless the user opts into
+pickle weights) and ``trust_remote_code=False`` unless asked. The tiny builders exist because no
+model hub is reachable here: tests, the synthetic world and the benchmarks build Llama-style models
+from a config and tokenizers trained on local text, then save and reload them through the same
+``from_pretrained`` path a user's 7B model takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonsift.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# A minimal chat template for locally built tokenizers (role markers are single special tokens,
+# so the prompt/response boundary never merges).
+LOCAL_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+LOCAL_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says what to do."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` means the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` means fp32 on CPU (bf16 is slow without AVX512-BF16) and bf16 on GPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _check_weights(name: str, allow_pickle: bool) -> None:
+    """Fail early and clearly on a local folder without (safe) weights."""
+    path = Path(name)
+    if not path.is_dir():
+        return
+    if not (path / "config.json").exists():
+        raise ModelLoadError(f"{path}: no config.json; not a Hugging Face model folder")
+    safe = list(path.glob("*.safetensors"))
+    pickled = list(path.glob("*.bin")) + list(path.glob("*.pt"))
+    if not safe and not pickled:
+        raise ModelLoadError(f"{path}: no weights (*.safetensors) in this checkpoint folder")
+    if not safe and not allow_pickle:
+        raise ModelLoadError(f"{path}: only pickle weights (*.bin); convert to safetensors or pass "
+                             "model.allow_pickle=true if you trust this file")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Load a tokenizer; give it a pad token (eos) when it has none, for batching."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - hub/IO errors vary; report them in one line
+        raise ModelLoadError(f"{name}: could not load the tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, cfg: ModelConfig | None = None, device: torch.device | None = None) -> Any:
+    """Load a causal LM in eval mode on ``device`` with the configured dtype."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg or ModelConfig(model=name)
+    device = device or resolve_device(cfg.device)
+    _check_weights(name, cfg.allow_pickle)
+    attn = "sdpa" if cfg.attn_implementation == "auto" else cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=resolve_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=None if cfg.allow_pickle else True, attn_implementation=attn,
+        )
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{name}: could not load the model ({msg})") from None
+    return model.to(device).eval()
+
+
+def build_tiny_llama(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                     intermediate_size: int | None = None, max_position_embeddings: int = 2048,
+                     tie_word_embeddings: bool = False, seed: int = 0) -> Any:
+    """A small random-init Llama-style causal LM (tests, the synthetic world, CPU benchmarks)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=None, eos_token_id=1, pad_token_id=0, attn_implementation="sdpa",
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+def _wrap_tokenizer(tokenizer_object: Any) -> Any:
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, pad_token="<pad>", eos_token="</s>",
+                                  unk_token="<unk>")
+    tok.chat_template = LOCAL_CHAT_TEMPLATE
+    return tok
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512) -> Any:
+    """Train a byte-level BPE tokenizer on local text, with a chat template and eos/pad tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LOCAL_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(texts, trainer=trainer)
+    return _wrap_tokenizer(tk)
+
+
+def char_tokenizer(charset: str) -> Any:
+    """A character-level tokenizer over ``charset`` (the synthetic world's small alphabet)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(LOCAL_SPECIAL_TOKENS)}
+    for ch in charset:
+        vocab.setdefault(ch, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tk.add_special_tokens(LOCAL_SPECIAL_TOKENS)  # matched whole, before the per-character split
+    return _wrap_tokenizer(tk)

@@ -1,0 +1,1 @@
+"""Scoring: early-token losses of a pool under seeded weight perturbations (TEMP stage A/B)."""

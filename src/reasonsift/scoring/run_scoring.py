@@ -1,0 +1,266 @@
+"""The scoring stage: ``reasonsift score DATA --model M --run RUN``.
+
+Top to bottom:
+1. stream the input, render and tokenize each example once into token shards (bad rows are
+   quarantined or stop the run);
+2. load θ₀ (and θ_f), check the packed fast path against the plain forward on real examples;
+3. for each checkpoint — θ₀, the nested Gaussian ones, the directional ones — write its weights
+   from the kept base ("perturb once"), then score every shard of this rank ("score everything");
+   each (stage, checkpoint, shard) unit is written atomically with a done-marker and skipped on a
+   rerun, so an interrupted run resumes to identical outputs;
+4. merge the unit files into ``scores.parquet`` and write ``report.json``.
+
+Several processes (``torchrun --nproc-per-node 8 -m reasonsift.cli score ...``, or a Slurm array
+with RANK/WORLD_SIZE set) split the shards; no process group is needed, and whichever rank
+finishes last merges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from reasonsift.config import ConfigError, config_hash, config_to_dict
+from reasonsift.data.load import iter_examples, parse_field_overrides
+from reasonsift.data.records import DataError
+from reasonsift.data.render import tokenize_example
+from reasonsift.models import load_model, load_tokenizer, resolve_device
+from reasonsift.runfolder import (RunPaths, is_done, mark_done, read_json, save_config, write_atomic,
+                                  write_json_atomic)
+from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
+from reasonsift.scoring.scorer import Item, score_items, self_check
+
+logger = logging.getLogger(__name__)
+
+# Knobs that change speed, not results (fp32), so a resume may change them.
+PERFORMANCE_KEYS = ("batch_tokens", "max_batch_examples", "lm_head_chunk")
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def input_fingerprint(data: str) -> str:
+    """sha256 of the input file(s), or the hub id itself; part of the resume manifest."""
+    path = Path(data)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    if not files:
+        return f"hub:{data}"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any]) -> None:
+    """Refuse to resume a run folder that was scored from another input or config."""
+    resolved = config_to_dict(configs)
+    for key in PERFORMANCE_KEYS:
+        resolved["score"].pop(key, None)
+    manifest = {"input": input_fingerprint(data), "config": config_hash(resolved)}
+    if paths.manifest.exists():
+        old = read_json(paths.manifest)
+        if old != manifest:
+            what = "input data" if old.get("input") != manifest["input"] else "config"
+            raise ConfigError(f"{paths.root} was scored with a different {what}; use a new --run folder "
+                              "or delete its score/ folder to start over")
+    else:
+        write_json_atomic(paths.manifest, manifest)
+
+
+def _token_shard(paths: RunPaths, shard: int) -> Path:
+    return paths.score_dir / "tokens" / f"shard{shard:05d}.parquet"
+
+
+def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
+                   rank: int, world: int) -> int:
+    """Tokenize the pool once into token shards (this rank's shards); returns the shard count."""
+    dc, sc = configs["data"], configs["score"]
+    window = max(sc.long_tokens, sc.short_tokens, sc.max_full_tokens if sc.full_loss else 0)
+    fields = parse_field_overrides(dc.fields)
+    n_rows, buffer, rejected = 0, [], []
+
+    def flush(shard: int) -> None:
+        path = _token_shard(paths, shard)
+        if shard % world != rank or is_done(path):
+            return
+        rows = {k: [] for k in ("id", "row_index", "source", "domain", "prompt_ids", "response_ids",
+                                "n_prompt_tokens", "n_response_tokens", "response_chars", "boundary_ok")}
+        for ex in buffer:
+            tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
+            for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
+                               ("domain", ex.domain), ("prompt_ids", tk.prompt_ids),
+                               ("response_ids", tk.response_ids), ("n_prompt_tokens", len(tk.prompt_ids)),
+                               ("n_response_tokens", tk.n_response_tokens),
+                               ("response_chars", len(ex.response)), ("boundary_ok", tk.boundary_ok)):
+                rows[key].append(value)
+        table = pa.table(rows)
+        write_atomic(path, lambda p: pq.write_table(table, p))
+        mark_done(path, {"examples": len(buffer), "rejected": rejected})
+
+    shard = 0
+    for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit):
+        if raw.index // sc.shard_size != shard:
+            flush(shard)
+            shard, buffer, rejected = raw.index // sc.shard_size, [], []
+        n_rows += 1
+        if ex is None:
+            rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
+        else:
+            buffer.append(ex)
+    if n_rows == 0:
+        raise DataError(f"{data}: no rows")
+    flush(shard)
+    return shard + 1
+
+
+def _wait_for(paths_: list[Path], what: str, timeout_s: float = 24 * 3600) -> None:
+    """File barrier for multi-process runs: wait until other ranks finished their shards."""
+    start = time.time()
+    while not all(is_done(p) for p in paths_):
+        if time.time() - start > timeout_s:
+            raise TimeoutError(f"gave up waiting for other ranks to finish {what}")
+        time.sleep(2.0)
+
+
+def _checkpoints(sc: Any) -> list[tuple[str, int, int]]:
+    """(stage, checkpoint, response window) in loop order."""
+    iso_window = sc.long_tokens if sc.direction == "isotropic" else sc.short_tokens
+    units = [("base", 0, sc.long_tokens)]
+    units += [("isotropic", k, iso_window) for k in range(1, sc.num_isotropic + 1)]
+    if sc.direction != "isotropic":
+        units += [("directional", j, sc.long_tokens) for j in range(1, sc.num_directional + 1)]
+    if sc.full_loss:
+        units.append(("full", 0, sc.max_full_tokens))
+    return units
+
+
+def _score_unit(model: Any, shard: pa.Table, window: int, sc: Any, progress: bool) -> pa.Table:
+    prompt_ids = shard.column("prompt_ids").to_pylist()
+    response_ids = shard.column("response_ids").to_pylist()
+    items = [Item(p, r[:window]) for p, r in zip(prompt_ids, response_ids)]
+    nll = score_items(model, items, sc.batch_tokens, sc.max_batch_examples, sc.lm_head_chunk, progress)
+    cols = {
+        "id": shard.column("id"),
+        "n_scored": pa.array([len(x) for x in nll], pa.int32()),
+        "n_tokens": pa.array([it.length for it in items], pa.int64()),
+        "loss_short": pa.array([float(x[: sc.short_tokens].mean()) for x in nll], pa.float64()),
+        "loss_long": pa.array([float(x[: sc.long_tokens].mean()) for x in nll], pa.float64()),
+        "loss_all": pa.array([float(x.mean()) for x in nll], pa.float64()),
+    }
+    if sc.save_token_losses:
+        cols["token_nll"] = pa.array([x.tolist() for x in nll], pa.list_(pa.float32()))
+    return pa.table(cols)
+
+
+def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, paths: RunPaths,
+                    n_shards: int) -> dict[str, Any]:
+    """Set θ_f on the perturber from a model, a short fine-tune, or nothing (isotropic mode)."""
+    sc, mc = configs["score"], configs["model"]
+    if sc.direction == "isotropic":
+        return {"source": "isotropic", "note": "no θ_f: loss vectors come from the nested Gaussian checkpoints"}
+    if sc.direction == "model":
+        if not sc.direction_model:
+            raise ConfigError("score.direction=model needs --direction-model PATH (θ_f); or set "
+                              "score.direction=finetune (short SFT on a sample) or score.direction=isotropic")
+        target = load_model(sc.direction_model, mc, next(model.parameters()).device)
+        perturber.set_target(dict(target.named_parameters()))
+        del target
+        return {"source": f"model:{sc.direction_model}", "norm": perturber.direction_norm}
+    saved = paths.root / "direction" / "theta_f.safetensors"
+    if not is_done(saved):
+        from safetensors.torch import save_file
+
+        items = []
+        for s in range(n_shards):
+            t = pq.read_table(_token_shard(paths, s), columns=["prompt_ids", "response_ids"])
+            items += [Item(p, r[: sc.long_tokens]) for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
+        rng = np.random.default_rng(sc.seed)
+        sample = [items[i] for i in sorted(rng.choice(len(items), min(sc.finetune_examples, len(items)), replace=False))]
+        from reasonsift.scoring.direction import finetune_direction
+
+        logger.info("no θ_f given: fine-tuning %d steps on %d examples for a direction", sc.finetune_steps, len(sample))
+        target = finetune_direction(model, sample, sc.finetune_steps, sc.finetune_lr, sc.seed,
+                                    pad_id=getattr(model.config, "pad_token_id", None) or 0)
+        write_atomic(saved, lambda p: save_file({k: v.contiguous() for k, v in target.items()}, str(p)))
+        mark_done(saved)
+    from safetensors.torch import load_file
+
+    perturber.set_target(load_file(str(saved), device=str(next(model.parameters()).device)))
+    return {"source": "finetune", "steps": sc.finetune_steps, "examples": sc.finetune_examples,
+            "lr": sc.finetune_lr, "norm": perturber.direction_norm}
+
+
+def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
+                progress: bool = True) -> dict[str, Any] | None:
+    """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge)."""
+    start = time.time()
+    paths = RunPaths(Path(run))
+    sc, mc = configs["score"], configs["model"]
+    if not mc.model:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    if sc.short_tokens > sc.long_tokens:
+        raise ConfigError("score.short_tokens must not exceed score.long_tokens")
+    rank, world = _rank_world()
+    check_manifest(paths, data, configs)
+    if rank == 0:
+        save_config(paths, config_to_dict(configs), command)
+    tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
+    n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
+    _wait_for([_token_shard(paths, s) for s in range(n_shards)], "tokenization")
+    if world == 1:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = load_model(mc.model, mc, resolve_device(mc.device))
+    first = pq.read_table(_token_shard(paths, 0), columns=["prompt_ids", "response_ids"])
+    check_items = [Item(p, r[: sc.long_tokens]) for p, r in
+                   zip(first.column(0).to_pylist()[:4], first.column(1).to_pylist()[:4])]
+    check_err = self_check(model, check_items)
+    perturber = Perturber(model, sc.seed, isotropic_steps(sc.isotropic_std_start, sc.isotropic_std_end, sc.num_isotropic),
+                          directional_lambdas(sc.min_radius, sc.final_radius, sc.num_directional),
+                          sc.directional_embeddings)
+    direction = _load_direction(configs, perturber, model, paths, n_shards)
+    my_shards = [s for s in range(n_shards) if s % world == rank]
+    checkpoints = _checkpoints(sc)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(checkpoints) * len(my_shards), desc="score units", unit="unit", disable=not progress)
+    for stage, k, window in checkpoints:
+        todo = [s for s in my_shards if not is_done(paths.unit(stage, k, s))]
+        bar.update(len(my_shards) - len(todo))
+        if not todo:
+            continue
+        stats = perturber.apply(stage, k)
+        write_json_atomic(paths.unit(stage, k, 0).parent / "perturbation.json", stats)
+        for s in todo:
+            table = _score_unit(model, pq.read_table(_token_shard(paths, s)), window, sc, progress=False)
+            write_atomic(paths.unit(stage, k, s), lambda p: pq.write_table(table, p))
+            mark_done(paths.unit(stage, k, s))
+            bar.update(1)
+    bar.close()
+    perturber.restore()
+    all_units = [paths.unit(st, k, s) for st, k, _ in checkpoints for s in range(n_shards)]
+    if not all(is_done(u) for u in all_units):
+        logger.info("rank %d finished its units; the last rank to finish merges", rank)
+        return None
+    from reasonsift.scoring.merge import merge_scores
+
+    report = merge_scores(paths, configs, n_shards, checkpoints)
+    report.update({"command": command, "input": str(data), "model": mc.model, "direction": direction,
+                   "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
+                   "self_check_max_abs_err": check_err, "world_size": world,
+                   "wall_time_s": round(time.time() - start, 3)})
+    write_json_atomic(paths.report, report)
+    return report

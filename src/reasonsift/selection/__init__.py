@@ -1,0 +1,1 @@
+"""reasonsift.selection."""
