@@ -8,7 +8,7 @@
     loss_100, loss_1000               lists, one value per directional checkpoint (Gaussian ones
                                       when no direction is available)
     brittleness                       loss_1000[-1] − loss_1000[0]
-    full_loss                         mean NLL of the whole response at θ₀ (NaN unless scored)
+    full_loss                         mean NLL of the whole response at θ₀ (null unless scored)
 (the column names say 100 and 1000 for the default windows ``score.short_tokens`` and
 ``score.long_tokens``; ``report.json`` records the windows actually used).
 
@@ -102,8 +102,9 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
                               for k in range(1, n_vec + 1)], axis=1) if n_vec else np.zeros((meta.num_rows, 0))
         vec_long = np.stack([_unit(paths, vec_stage, k, s, ["loss_long"]).column(0).to_numpy()
                              for k in range(1, n_vec + 1)], axis=1) if n_vec else np.zeros((meta.num_rows, 0))
-        full = (_unit(paths, "full", 0, s, ["loss_all"]).column(0).to_numpy()
-                if any(st == "full" for st, _, _ in checkpoints) else np.full(meta.num_rows, np.nan))
+        # Null (not NaN) when the full-response pass was not run: "not scored" is not a number.
+        full = (_unit(paths, "full", 0, s, ["loss_all"]).column(0)
+                if any(st == "full" for st, _, _ in checkpoints) else pa.nulls(meta.num_rows, pa.float64()))
         difficulty = iso[:, theta_rnd["checkpoint"] - 1] if theta_rnd else np.full(meta.num_rows, np.nan)
         table = meta.drop(["boundary_ok"]).append_column("base_loss_100", base.column("loss_short")) \
             .append_column("base_loss_1000", base.column("loss_long")) \
@@ -113,7 +114,7 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
             .append_column("loss_1000", pa.array(list(vec_long), pa.list_(pa.float64()))) \
             .append_column("brittleness", pa.array(vec_long[:, -1] - vec_long[:, 0] if n_vec else
                                                    np.full(meta.num_rows, np.nan), pa.float64())) \
-            .append_column("full_loss", pa.array(full, pa.float64()))
+            .append_column("full_loss", full)
         if writer is None:
             writer = pq.ParquetWriter(tmp, table.schema)
         writer.write_table(table)

@@ -87,12 +87,12 @@ class Perturber:
         total = 0.0
         self.target = {}
         for name, b in self.base.items():
-            t = target_state[name].to(device=b.device, dtype=b.dtype)
+            t = target_state[name].detach().to(device=b.device, dtype=b.dtype)
             if t.shape != b.shape:
                 raise ValueError(f"direction model tensor {name} has shape {tuple(t.shape)}, θ₀ has {tuple(b.shape)}")
             self.target[name] = t
             if self._in_direction(name):
-                total += float(((t.double() - b.double()) ** 2).sum())
+                total += float(((t.detach().double() - b.double()) ** 2).sum())
         self.direction_norm = math.sqrt(total)
         if self.direction_norm == 0.0:
             raise ValueError("θ_f equals θ₀: the fine-tuning direction is zero")

@@ -8,7 +8,7 @@ Fast path (scoring-performance.md §2, §8):
   sequences: trap 1, 0.49 nats of error);
 - the LM head runs only on the hidden states of scored positions, in chunks, with an fp32
   log-sum-exp (``reasonsift.loss.token_nll``): no [tokens x vocab] logits;
-- on out-of-memory a bin is split in two and retried, instead of crashing.
+- on out-of-memory the token budget is halved and the rest re-packed, instead of crashing.
 
 The reference path is what a user would write (one ``model(input_ids)`` per example) and stays as
 the test oracle; ``self_check`` compares both on real data before a run trusts the fast path.
@@ -92,31 +92,39 @@ def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096) -> l
 
 def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 16384,
                 max_examples: int = 256, chunk: int = 4096, progress: bool = False) -> list[np.ndarray]:
-    """Score many items with packed bins, splitting a bin in two on out-of-memory."""
+    """Score many items with packed bins; on out-of-memory, halve the token budget and re-pack.
+
+    The back-off is sticky: once a bin did not fit, every later bin uses the smaller budget too,
+    instead of failing again on each one.
+    """
     out: list[np.ndarray | None] = [None] * len(items)
-    pending = pack_plan([it.length for it in items], batch_tokens, max_examples)
+    lengths = [it.length for it in items]
+    pending = pack_plan(lengths, batch_tokens, max_examples)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(it.length for it in items), unit="tok", desc="scoring", leave=False)
+        bar = tqdm(total=sum(lengths), unit="tok", desc="scoring", leave=False)
     while pending:
         group = pending.pop(0)
         try:
             results = score_bin(model, [items[i] for i in group], chunk)
         except torch.OutOfMemoryError:
             if len(group) == 1:
-                raise RuntimeError(f"out of memory on a single sequence of {items[group[0]].length} tokens; "
+                raise RuntimeError(f"out of memory on a single sequence of {lengths[group[0]]} tokens; "
                                    "lower score.long_tokens or score.lm_head_chunk") from None
-            torch.cuda.empty_cache()
-            half = len(group) // 2
-            logger.warning("out of memory on a bin of %d sequences; retrying as two bins", len(group))
-            pending[:0] = [group[:half], group[half:]]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_tokens = max(1, sum(lengths[i] for i in group) // 2)
+            logger.warning("out of memory on a bin of %d sequences; token budget lowered to %d",
+                           len(group), batch_tokens)
+            rest = group + [i for g in pending for i in g]
+            pending = [[rest[j] for j in b] for b in pack_plan([lengths[i] for i in rest], batch_tokens, max_examples)]
             continue
         for i, r in zip(group, results):
             out[i] = r
         if bar is not None:
-            bar.update(sum(items[i].length for i in group))
+            bar.update(sum(lengths[i] for i in group))
     if bar is not None:
         bar.close()
     return out  # type: ignore[return-value]

@@ -1,0 +1,284 @@
+"""Final-answer extraction from generations, gold answers from benchmark rows, and answer equivalence.
+
+Extraction follows the conventions of the math evaluation harnesses (Hendrycks' MATH, lm-eval's GSM8K
+filters, Qwen2.5-Math): the last ``\\boxed{}`` wins, then a GSM8K ``#### X`` line, then an "answer is X"
+phrase, then (multiple choice only) an option letter, then the last number. Equivalence is a cheap
+normalised comparison first and ``math-verify`` (symbolic, the ``[math]`` extra) only when that fails.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from fractions import Fraction
+
+KINDS = ("auto", "math", "choice", "text")
+GOLD_KEYS = ("answer", "gold", "final_answer", "target", "label")
+QUESTION_KEYS = ("question", "problem", "prompt", "instruction", "input")
+MAX_VERIFY_CHARS = 1000  # longer strings skip math-verify: sympy can take minutes on them
+VERIFY_TIMEOUT_S = 2  # per parse / per comparison; math-verify's alarm takes whole seconds
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
+# "answer is X", "Answer: X", "final answer is: X"; X may sit on the next line ("Final Answer:\n42").
+_PHRASE_RE = re.compile(r"answer\s*(?:is\b\s*:?|:)\s*([^\n]*)", re.IGNORECASE)
+# A number: thousands groups or plain digits, optional decimals; not glued to a word or another number.
+_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])|(?<![\w.])-?\.\d+")
+_LETTER_RE = re.compile(r"^\(?([A-J])\)?(?:[.:)\s]|$)|^\(([a-j])\)")
+_ANY_CASE_LETTER_RE = re.compile(r"^\(?([A-Ja-j])\)?(?:[.:)\s]|$)")
+_PAREN_LETTER_RE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)")  # "(B)" or "B)" anywhere
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # an English word, not a LaTeX command
+_MATH_WORDS = {"sqrt", "frac", "dfrac", "infty", "cdot", "times", "div", "circ", "log", "sin", "cos", "tan"}
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
+    for match in reversed(list(_BOX_RE.finditer(text))):
+        i = match.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth = 0
+            for j in range(i, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    content = text[i + 1 : j].strip()
+                    if content:
+                        return content
+                    break
+            # unbalanced (a truncated generation) or empty: try the box before it
+        elif i > match.end():  # "\boxed 5": the token after the space
+            token = re.match(r"[^\s$]+", text[i:])
+            if token:
+                return token.group(0)
+    return None
+
+
+def _clean_span(span: str) -> str:
+    """Strip the wrapping a phrase answer carries: ``$...$``, ``\\(...\\)``, bold, trailing period."""
+    span = span.strip()
+    span = re.split(r"\.(?:\s|$)", span, maxsplit=1)[0]  # end of sentence; "3.5" has no space after its dot
+    span = span.strip().strip("*").strip()
+    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if span.startswith(left) and right in span[len(left) :]:
+            span = span[len(left) :].split(right, 1)[0]
+    span = span.strip().rstrip(".,;:!").strip()
+    if re.fullmatch(r"-?\$?(?:\d{1,3}(?:,\d{3})+)(?:\.\d+)?", span):
+        span = span.replace(",", "")
+    return span
+
+
+def _number_in(text: str, last: bool = True) -> str | None:
+    """The last (or first) number in ``text`` with thousands commas dropped; ``$5`` -> 5, ``50%`` -> 50."""
+    matches = _NUMBER_RE.findall(text.replace("\u2212", "-"))
+    if not matches:
+        return None
+    return (matches[-1] if last else matches[0]).replace(",", "")
+
+
+def _choice_letter(text: str, any_case: bool = False) -> str | None:
+    """The option letter a short answer names: ``B``, ``(B)``, ``B)``, ``\\text{(B)}``, ``(b)``; else None.
+
+    A bare lower-case ``b`` counts only with ``any_case`` (comparing extracted answers): in running
+    text "a" is an article, not option A.
+    """
+    text = _TEXT_CMD_RE.sub(r"\1", text).replace("$", "").strip().strip("*").strip()
+    match = (_ANY_CASE_LETTER_RE if any_case else _LETTER_RE).match(text)
+    if match:
+        return next(g for g in match.groups() if g).upper()
+    return None
+
+
+def _phrase_answer(text: str, kind: str) -> str | None:
+    """The span after the last "answer is" / "answer:"; in math, "18 dollars" becomes "18"."""
+    matches = list(_PHRASE_RE.finditer(text))
+    if not matches:
+        return None
+    span = _clean_span(matches[-1].group(1))
+    if not span:
+        return None
+    if kind in ("auto", "math"):
+        words = [w for w in _WORD_RE.findall(span) if w.lower() not in _MATH_WORDS]
+        if words:
+            return _number_in(span, last=False) or span
+    return span
+
+
+def extract_answer(text: str, kind: str = "auto") -> str | None:
+    """The final answer in a model generation, or None when there is none (an empty generation).
+
+    Priority: the last ``\\boxed{}``/``\\fbox{}``, a ``#### X`` line, "answer is X"/"Answer: X", then for
+    ``kind="choice"`` an option letter (returned upper-case, e.g. ``"B"``), else (math/auto) the last
+    number (``1,000`` -> ``1000``, ``$5`` -> ``5``, ``50%`` -> ``50``). ``kind="text"`` stops after the
+    phrase: a last number says nothing about a yes/no or free-text answer.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; expected one of {KINDS}")
+    if not text or not text.strip():
+        return None
+    text = text.replace("\u2212", "-")  # a Unicode minus would hide the sign of a negative number
+    boxed = _last_boxed(text)
+    hashed = [m for m in _HASH_RE.findall(text) if _clean_span(m)]
+    candidates = [boxed, _clean_span(hashed[-1]) if hashed else None, _phrase_answer(text, kind)]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        if kind != "choice":
+            return _TEXT_CMD_RE.sub(r"\1", candidate).strip() if kind == "text" else candidate
+        letter = _choice_letter(candidate)
+        if letter:
+            return letter
+    if kind == "choice":
+        letters = _PAREN_LETTER_RE.findall(text)
+        return letters[-1] if letters else None
+    if kind == "text":
+        return None
+    return _number_in(text)
+
+
+def gold_answer(row: dict) -> str:
+    """The gold answer of a benchmark row, as a string.
+
+    GSM8K ``answer`` -> the text after ``####``; MATH ``solution`` -> its last ``\\boxed{}``; otherwise
+    the first present, non-empty of ``answer``, ``gold``, ``final_answer``, ``target``, ``label`` (a
+    value holding a ``\\boxed{}`` gives the boxed content). Raises ValueError naming the keys tried.
+    """
+    answer = row.get("answer")
+    if isinstance(answer, str) and "####" in answer:
+        gold = answer.rsplit("####", 1)[1].strip()
+        if gold:
+            return gold
+    solution = row.get("solution")
+    if isinstance(solution, str):
+        boxed = _last_boxed(solution)
+        if boxed:
+            return boxed
+    for key in GOLD_KEYS:
+        value = row.get(key)
+        if value is None or isinstance(value, (list, dict)):
+            continue
+        value = str(value).strip()
+        if "\\boxed" in value or "\\fbox" in value:
+            value = _last_boxed(value) or ""
+        if value:
+            return value
+    tried = ", ".join(["answer (after ####)", "solution (last \\boxed{})", *GOLD_KEYS])
+    raise ValueError(f"no gold answer field (tried {tried}); row has keys {sorted(row)}")
+
+
+def question_text(row: dict) -> str:
+    """The question of a benchmark row: the first present, non-empty of ``QUESTION_KEYS``."""
+    for key in QUESTION_KEYS:
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise ValueError(f"no question field (tried {', '.join(QUESTION_KEYS)}); row has keys {sorted(row)}")
+
+
+def normalize_answer(answer: str) -> str:
+    """A canonical string for comparison: no ``$``, spaces, ``\\text{}``, ``\\!``, units of %/°, or
+    thousands commas; ``\\dfrac12`` -> ``\\frac{1}{2}``; a leading ``x =`` dropped."""
+    s = answer.strip().replace("\u2212", "-")
+    for _ in range(3):  # \text{} may be nested in \textbf{} etc.
+        s = _TEXT_CMD_RE.sub(r"\1", s)
+    for token in ("\\!", "\\,", "\\;", "\\:", "\\ ", "\\left", "\\right", "\\displaystyle", "\\%", "%", "\\$", "$"):
+        s = s.replace(token, "")
+    s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac12
+    s = re.sub(r"\\frac\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac{1}2
+    s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
+    s = re.sub(r"\s+", "", s).rstrip(".")
+    s = re.sub(r"^[A-Za-z]{1,2}=(?!=)", "", s)  # "x=5" -> "5", as Hendrycks' strip_string
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    return s
+
+
+def _to_number(s: str) -> Fraction | None:
+    """Exact value of a normalised plain number, ``a/b`` or ``\\frac{a}{b}``; None otherwise."""
+    match = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", s)
+    if match:
+        s = f"{match.group(1)}{match.group(2)}/{match.group(3)}"
+    if not re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:/-?\d+)?", s):
+        return None
+    numerator, _, denominator = s.partition("/")
+    try:
+        return Fraction(numerator) / Fraction(denominator or "1")
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _text_key(s: str) -> str:
+    """Case- and punctuation-insensitive form of a free-text answer ("Sentence A." == "sentence a")."""
+    s = _TEXT_CMD_RE.sub(r"\1", s).replace("$", "")
+    return " ".join(s.lower().strip().strip("\"'.,!?*:;()").split())
+
+
+def _resolve_kind(gold: str, kind: str) -> str:
+    """``auto``: a bare option letter is choice, plain words are text, anything else is math."""
+    if kind != "auto":
+        return kind
+    stripped = _TEXT_CMD_RE.sub(r"\1", gold).replace("$", "").strip()
+    if re.fullmatch(r"\(?[A-J]\)?|\([a-j]\)", stripped):
+        return "choice"
+    if re.fullmatch(r"[A-Za-z][A-Za-z '\-]*[A-Za-z]", stripped) and not re.fullmatch(r"[A-Za-z]{1,2}", stripped):
+        return "text"
+    return "math"
+
+
+def _math_verify_equal(pred: str, gold: str) -> bool:
+    """Symbolic equivalence via math-verify; timeouts only work (signal.alarm) on the main thread."""
+    try:
+        from math_verify import parse, verify
+    except ImportError as e:
+        raise ImportError("math answer checking needs math-verify: pip install 'reasonsift[math]'") from e
+    if len(pred) > MAX_VERIFY_CHARS or len(gold) > MAX_VERIFY_CHARS:
+        return False
+    timeout = VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+    try:
+        # Wrapping in \boxed{} makes math-verify read the whole string as one LaTeX answer.
+        gold_parsed = parse(f"\\boxed{{{gold.replace('$', '')}}}", parsing_timeout=timeout)
+        pred_parsed = parse(f"\\boxed{{{pred.replace('$', '')}}}", parsing_timeout=timeout)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    except Exception:  # math-verify or sympy failing on odd input means "not shown equal"
+        return False
+
+
+def is_equivalent(pred: str | None, gold: str, kind: str = "auto") -> bool:
+    """Whether a predicted answer equals the gold answer; never raises on odd answers.
+
+    Choice: same option letter, case-insensitive. Text: same words, case-insensitive. Math: equal
+    after ``normalize_answer`` (so ``1,000`` == ``1000``, ``0.50`` == ``0.5``, ``\\frac{1}{2}`` ==
+    ``1/2`` == ``\\dfrac12``), else equal by math-verify (ImportError without the ``[math]`` extra).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; expected one of {KINDS}")
+    if pred is None or gold is None:
+        return False
+    pred, gold = str(pred), str(gold)
+    try:
+        kind = _resolve_kind(gold, kind)
+        if kind == "choice":
+            gold_letter = _choice_letter(gold, any_case=True)
+            if gold_letter is not None:
+                return _choice_letter(pred, any_case=True) == gold_letter
+            kind = "text"  # a choice benchmark whose gold is the option text
+        if kind == "text":
+            return bool(_text_key(gold)) and _text_key(pred) == _text_key(gold)
+        norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
+        if not norm_pred or not norm_gold:
+            return False
+        if norm_pred == norm_gold:
+            return True
+        num_pred, num_gold = _to_number(norm_pred), _to_number(norm_gold)
+        if num_pred is not None and num_gold is not None:
+            # 1e-6 relative, as math-verify's float_rounding=6: "0.333333" == "1/3"
+            return abs(num_pred - num_gold) <= Fraction(1, 10**6) * max(1, abs(num_gold))
+    except Exception:  # odd strings must not crash an evaluation run
+        return bool(gold.strip()) and pred.strip() == gold.strip()
+    return _math_verify_equal(pred, gold)
+

@@ -1,0 +1,101 @@
+"""Seeded in-memory perturbations: reproducible, nested, rebuilt alone, restored bit-exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reasonsift.models import build_tiny_llama
+from reasonsift.scoring.perturb import (Perturber, directional_lambdas, gaussian, isotropic_steps,
+                                        noise_seed)
+
+
+def make(seed: int = 7, hidden: int = 64, dtype=torch.float32) -> Perturber:
+    model = build_tiny_llama(300, hidden_size=hidden, num_layers=2, seed=0).to(dtype)
+    return Perturber(model, seed, isotropic_steps(2e-3, 8e-3, 8), directional_lambdas(1.0, 10.0, 8))
+
+
+def params(p: Perturber) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in p.model.named_parameters()}
+
+
+def test_schedules_match_the_paper_values():
+    cumulative = [math.sqrt(sum(s * s for s in isotropic_steps(2e-3, 8e-3, 8)[:k])) for k in range(1, 9)]
+    assert cumulative == pytest.approx([0.00200, 0.00355, 0.00460, 0.00545, 0.00619, 0.00685, 0.00745, 0.00800],
+                                       abs=6e-6)
+    assert directional_lambdas(1.0, 10.0, 8) == pytest.approx(
+        [0.707, 1.142, 1.225, 1.252, 1.265, 1.271, 1.275, 1.278], abs=1e-3)
+
+
+def test_same_seed_same_weights_and_other_seed_differs():
+    a, b, c = make(7), make(7), make(8)
+    for p in (a, b, c):
+        p.apply("isotropic", 3)
+    pa, pb, pc = params(a), params(b), params(c)
+    assert all(torch.equal(pa[n], pb[n]) for n in pa)
+    assert any(not torch.equal(pa[n], pc[n]) for n in pa if "embed" not in n)
+
+
+def test_checkpoint_rebuilt_alone_equals_the_nested_chain():
+    chain, alone = make(), make()
+    for k in range(1, 9):
+        chain.apply("isotropic", k)
+        if k == 5:
+            at5 = params(chain)
+    alone.apply("isotropic", 5)
+    assert all(torch.equal(at5[n], t) for n, t in params(alone).items())
+    # Nested: step 6 adds exactly s_6 * eps_6 on top of checkpoint 5.
+    alone.apply("isotropic", 6)
+    name = "model.layers.0.mlp.up_proj.weight"
+    b = alone.base[name]
+    eps6 = gaussian(b.shape, noise_seed(7, "isotropic", 6, name), b.device)
+    expected = at5[name] + isotropic_steps(2e-3, 8e-3, 8)[5] * eps6
+    torch.testing.assert_close(params(alone)[name], expected, atol=1e-6, rtol=0)
+
+
+def test_base_restored_bit_exactly_and_embeddings_untouched():
+    p = make()
+    base = params(p)
+    for stage, k in [("isotropic", 1), ("isotropic", 8), ("isotropic", 3)]:
+        p.apply(stage, k)
+        now = params(p)
+        assert torch.equal(now["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+        assert not torch.equal(now["lm_head.weight"], base["lm_head.weight"])  # untied head is perturbed
+        p.restore()
+        assert all(torch.equal(base[n], t) for n, t in params(p).items())
+
+
+def test_measured_noise_std_matches_sigma():
+    p = make(hidden=256)
+    name = "model.layers.1.mlp.down_proj.weight"  # 256 x 1024 = 262k coordinates
+    for k, sigma in [(1, 2e-3), (4, 0.00545), (8, 8e-3)]:
+        p.apply("isotropic", k)
+        delta = dict(p.model.named_parameters())[name].detach() - p.base[name]
+        assert float(delta.std()) == pytest.approx(sigma, rel=0.02)
+        assert abs(float(delta.mean())) < sigma / 50
+
+
+def test_directional_radii_and_zero_direction():
+    p = make(hidden=128)
+    with pytest.raises(ValueError, match="zero"):
+        p.set_target(p.base)
+    gen = torch.Generator().manual_seed(0)
+    p.set_target({n: b + 0.01 * torch.randn(b.shape, generator=gen) for n, b in p.base.items()})
+    radii = [1.0 + 9.0 * j / 7 for j in range(8)]
+    for j in (1, 4, 8):
+        p.apply("directional", j)
+        dist = math.sqrt(sum(float(((t.detach() - p.base[n]) ** 2).sum()) for n, t in p.model.named_parameters()))
+        assert dist == pytest.approx(radii[j - 1], rel=0.1)
+    p.restore()
+    assert all(torch.equal(p.base[n], t) for n, t in params(p).items())
+
+
+def test_bf16_rounding_is_counted():
+    p = make(dtype=torch.bfloat16)
+    stats = p.apply("isotropic", 1)
+    # Norm weights are 1.0: most 2e-3 noise rounds away in bf16, so fewer coordinates change.
+    assert 0 < stats["changed"] < stats["perturbed"]
+    p.restore()
+    assert all(torch.equal(p.base[n], t) for n, t in params(p).items())

@@ -1,0 +1,122 @@
+"""End to end: ``reasonsift score`` on a GSM8K sample with a tiny model; resume after kill -9; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from reasonsift.cli import main
+
+SMALL = ["score.num_isotropic=3", "score.num_directional=3", "score.short_tokens=16", "score.long_tokens=64",
+         "score.shard_size=16", "score.isotropic_std_start=0.02", "score.isotropic_std_end=0.2"]
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def score_args(data: Path, model: Path, direction: Path, run: Path, *extra: str) -> list[str]:
+    return ["score", str(data), "--model", str(model), "--direction-model", str(direction), "--run", str(run),
+            "--quiet", *SMALL, *extra]
+
+
+def test_outputs_exist_and_are_complete(gsm8k_sample, tiny_model_dir, tiny_direction_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, run)) == 0
+    scores = pq.read_table(run / "scores.parquet").to_pandas()
+    assert len(scores) == 48 and scores["id"].is_unique
+    assert list(scores["row_index"]) == list(range(48))
+    for col in ("id", "source", "n_response_tokens", "base_loss_100", "difficulty", "loss_100", "loss_1000",
+                "brittleness"):
+        assert col in scores and scores[col].notna().all(), col
+    assert all(len(v) == 3 for v in scores["loss_1000"]) and all(len(v) == 3 for v in scores["loss_100"])
+    assert (scores["brittleness"] == scores["loss_1000"].map(lambda v: v[-1] - v[0])).all()
+    report = json.loads((run / "report.json").read_text())
+    assert report["counts"] == {"examples": 48, "rejected": 0, "boundary_mismatch": 0, "rows": 48}
+    tokens = report["tokens"]
+    assert tokens["checkpoints"] == 7 and tokens["scored"] > 0 and tokens["full_trace_once"] > 0
+    # The long window (64) cuts GSM8K answers, so TEMP scores fewer tokens than full traces at 7 checkpoints.
+    assert tokens["scored"] < tokens["full_trace_all_checkpoints"]
+    assert report["direction"]["source"].startswith("model:")
+    assert report["theta_rnd"]["checkpoint"] in (1, 2, 3) and len(report["theta_rnd"]["ratios"]) == 3
+    assert report["wall_time_s"] > 0
+    assert (run / "config.yaml").read_text().startswith("# written by:")
+    # Difficulty is the θ_rnd column of the Gaussian losses.
+    k = report["theta_rnd"]["checkpoint"]
+    assert (scores["difficulty"] == scores["isotropic_loss_100"].map(lambda v: v[k - 1])).all()
+
+
+def test_killed_run_resumes_to_identical_scores(gsm8k_sample, tiny_model_dir, tiny_direction_dir, tmp_path):
+    whole = tmp_path / "whole"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, whole)) == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-m", "reasonsift.cli",
+                             *score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((killed / "score" / "isotropic").glob("ckpt2/*.done")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "scores.parquet").exists(), "the run finished before it could be killed"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, killed)) == 0
+    assert pq.read_table(killed / "scores.parquet").equals(pq.read_table(whole / "scores.parquet"))
+
+
+def test_resume_refuses_a_changed_config(gsm8k_sample, tiny_model_dir, tiny_direction_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, run, "data.limit=16")
+    assert main(args) == 0
+    assert main(args + ["--seed", "5"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+BAD_ROWS = {
+    "malformed": ('{"question": "a", "answer": "b"', "malformed JSON"),
+    "missing": ('{"question": "what is 2+2?"}', "no response column"),
+    "empty": ('{"question": "", "answer": "4"}', "empty field 'question'"),
+    "unknown": ('{"foo": "x", "bar": "y"}', "unknown schema"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS) + ["utf8"])
+def test_bad_input_is_one_clear_line_or_a_quarantined_row(case, tiny_model_dir, gsm8k_sample, tmp_path, capsys):
+    good = gsm8k_sample.read_bytes().splitlines(keepends=True)[:5]
+    bad_line, reason = BAD_ROWS.get(case, (None, "not valid UTF-8"))
+    bad = bad_line.encode() + b"\n" if bad_line else b'{"question": "caf\xe9", "answer": "1"}\n'
+    data = tmp_path / "pool.jsonl"
+    data.write_bytes(b"".join(good[:3]) + bad + b"".join(good[3:]))
+    base = ["score", str(data), "--model", str(tiny_model_dir), "--quiet", "score.direction=isotropic",
+            "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(base + ["--run", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "pool.jsonl:4" in err and reason in err
+    assert main(base + ["--run", str(tmp_path / "lenient"), "--skip-bad-rows"]) == 0
+    rejected = [json.loads(x) for x in (tmp_path / "lenient" / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and rejected[0]["where"] == "pool.jsonl:4" and reason in rejected[0]["reason"]
+    report = json.loads((tmp_path / "lenient" / "report.json").read_text())
+    assert report["counts"]["rejected"] == 1 and report["counts"]["examples"] == 5
+    assert report["loss_vectors_from"] == "isotropic" and report["direction"]["source"] == "isotropic"
+
+
+def test_finetune_direction_when_no_theta_f(gsm8k_sample, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(run), "--quiet",
+                 "score.direction=finetune", "score.finetune_steps=3", "score.finetune_examples=8",
+                 "score.finetune_lr=1e-3", "data.limit=12", *SMALL]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["direction"]["source"] == "finetune" and report["direction"]["norm"] > 0
+    assert (run / "direction" / "theta_f.safetensors").exists()
+
+
+def test_missing_direction_model_is_a_clear_error(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(tmp_path / "r"),
+                 "--quiet", "data.limit=4"]) == 2
+    assert "--direction-model" in capsys.readouterr().err

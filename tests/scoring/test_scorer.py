@@ -1,0 +1,110 @@
+"""The packed fast path against a plain per-example HF forward with ``labels=`` (the oracle)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from reasonsift.data.load import RawRow, to_example
+from reasonsift.data.render import tokenize_example
+from reasonsift.scoring import scorer
+from reasonsift.scoring.scorer import Item, pack_plan, score_items, score_reference, self_check
+from tests.conftest import gsm8k_lines
+
+
+@pytest.fixture(scope="module")
+def model_and_items(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    items = []
+    for i, line in enumerate(gsm8k_lines(12)):
+        ex = to_example(RawRow(i, "x", line, json.loads(line)))
+        t = tokenize_example(tok, ex, max_response_tokens=1000)
+        items.append(Item(t.prompt_ids, t.response_ids))
+    # Responses much shorter than N: one token, and a few tokens.
+    items.append(Item(items[0].prompt_ids, items[0].response_ids[:1]))
+    items.append(Item(items[1].prompt_ids[:5], items[1].response_ids[:3]))
+    return model, items
+
+
+def hf_mean_loss(model, item: Item, n: int) -> float:
+    """What a user would write: model(input_ids, labels=...).loss over the first n response tokens."""
+    ids = torch.tensor([item.prompt_ids + item.response_ids[:n]])
+    labels = ids.clone()
+    labels[:, : len(item.prompt_ids)] = -100
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=labels).loss)
+
+
+@pytest.mark.parametrize("n", [100, 1000])
+def test_fast_path_matches_hf_labels_loss(model_and_items, n):
+    model, items = model_and_items
+    lengths = {len(it.response_ids) for it in items}
+    assert min(lengths) < 5 and max(lengths) > 100  # mixed lengths, some responses shorter than N
+    # Small token budget and LM-head chunk: several bins, and chunk edges inside sequences.
+    nll = score_items(model, [Item(it.prompt_ids, it.response_ids[:n]) for it in items],
+                      batch_tokens=600, max_examples=5, chunk=7)
+    for it, x in zip(items, nll):
+        assert len(x) == min(n, len(it.response_ids))
+        assert abs(float(x.mean()) - hf_mean_loss(model, it, n)) < 1e-4
+
+
+def test_one_long_pass_gives_the_short_window(model_and_items):
+    model, items = model_and_items
+    long = score_items(model, items, batch_tokens=4096, max_examples=64)
+    short = score_items(model, [Item(it.prompt_ids, it.response_ids[:20]) for it in items], batch_tokens=4096)
+    for a, b in zip(long, short):
+        np.testing.assert_allclose(a[:20], b, atol=1e-5)
+
+
+def test_result_does_not_depend_on_bin_composition(model_and_items):
+    model, items = model_and_items
+    a = score_items(model, items, batch_tokens=300, max_examples=2, chunk=3)
+    b = score_items(model, items, batch_tokens=100_000, max_examples=100, chunk=4096)
+    ref = score_reference(model, items)
+    for x, y, r in zip(a, b, ref):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+        np.testing.assert_allclose(x, r, atol=1e-5)
+
+
+def test_pack_plan_covers_every_item_once_within_budget():
+    lengths = [5, 300, 17, 120, 120, 64, 1, 999, 40]
+    bins = pack_plan(lengths, batch_tokens=200, max_examples=3)
+    flat = sorted(i for b in bins for i in b)
+    assert flat == list(range(len(lengths)))
+    for b in bins:
+        assert len(b) <= 3
+        assert sum(lengths[i] for i in b) <= 200 or len(b) == 1  # an oversize item sits alone
+    assert bins == pack_plan(lengths, batch_tokens=200, max_examples=3)  # deterministic
+
+
+def test_out_of_memory_splits_the_bin(model_and_items, monkeypatch):
+    model, items = model_and_items
+    real = scorer.score_bin
+    calls = []
+
+    def flaky(model_, group, chunk=4096):
+        calls.append(len(group))
+        if len(group) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model_, group, chunk)
+
+    monkeypatch.setattr(scorer, "score_bin", flaky)
+    got = score_items(model, items, batch_tokens=100_000, max_examples=100)
+    first_ok = next(i for i, c in enumerate(calls) if c <= 2)
+    assert calls[0] > 2 and all(c <= 2 for c in calls[first_ok:])  # the lowered budget sticks
+    for x, r in zip(got, score_reference(model, items)):
+        np.testing.assert_allclose(x, r, atol=1e-5)
+
+
+def test_self_check_refuses_a_wrong_fast_path(model_and_items, monkeypatch):
+    model, items = model_and_items
+    assert self_check(model, items[:3]) < 1e-4
+    monkeypatch.setattr(scorer, "score_reference", lambda m, its: [x + 0.5 for x in real_ref(m, its)])
+    real_ref = score_reference
+    with pytest.raises(RuntimeError, match="not supported by the fast path"):
+        self_check(model, items[:3])
