@@ -149,6 +149,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)  # exact: going through float would round seeds above 2**53
         try:
             as_float = float(value)
         except (TypeError, ValueError):
@@ -182,6 +186,21 @@ def make_config(cls: type, values: dict[str, Any], section: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _parse_override(value: str, cls: type, field: str, item: str) -> Any:
+    """An override's text as YAML (numbers, lists, null), except for text fields.
+
+    Text fields keep the characters typed: YAML would turn ``system_prompt=Answer: yes`` into a
+    mapping, ``yes`` into True and ``model=010`` into 8.
+    """
+    tp = typing.get_type_hints(cls).get(field)
+    if tp is str or (get_origin(tp) in (typing.Union, types.UnionType) and set(get_args(tp)) == {str, type(None)}):
+        return value
+    try:
+        return yaml.safe_load(value) if value else value
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: not a valid value ({' '.join(str(e).split())})") from None
+
+
 def load_config(
     sections: list[str], yaml_path: str | Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
@@ -192,7 +211,10 @@ def load_config(
     """
     raw: dict[str, dict[str, Any]] = {s: {} for s in sections}
     if yaml_path is not None:
-        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{yaml_path}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{yaml_path}: expected a mapping of sections")
         for name, values in loaded.items():
@@ -223,7 +245,7 @@ def load_config(
             if len(targets) > 1:
                 raise ConfigError(f"key '{key}' is ambiguous; write one of "
                                   + ", ".join(f"{t}.{key}" for t in targets))
-        raw[targets[0]][field] = yaml.safe_load(value) if value else value
+        raw[targets[0]][field] = _parse_override(value, CONFIG_SECTIONS[targets[0]], field, item)
     return {s: make_config(CONFIG_SECTIONS[s], raw[s], s) for s in sections}
 
 

@@ -26,6 +26,10 @@ from typing import Any, Callable
 
 import yaml
 
+# Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then rename tmp onto ``path``; a crash never leaves half a file."""
@@ -35,6 +39,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -113,10 +118,10 @@ def mark_done(path: Path, info: dict[str, Any] | None = None) -> None:
     write_json_atomic(done_marker(path), info or {})
 
 
-def save_config(paths: RunPaths, resolved: dict[str, Any], command: str) -> None:
-    """Write the resolved config, headed by the command that produced it."""
+def save_config(path: Path, resolved: dict[str, Any], command: str) -> None:
+    """Write the resolved config (YAML), headed by the command that produced it."""
     header = f"# written by: {command}\n"
-    write_text_atomic(paths.config, header + yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(path, header + yaml.safe_dump(resolved, sort_keys=False))
 
 
 def read_json(path: Path) -> Any:

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,18 @@ def canonical_json(row: dict[str, Any]) -> str:
 
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
     opener = gzip.open if path.suffix == ".gz" else open
+    last = "its start"
+    try:
+        for raw in _jsonl_rows(path, opener):
+            last = raw.where
+            yield raw
+    except (EOFError, OSError, zlib.error) as e:
+        # A truncated or corrupt .gz fails mid-stream; say where instead of a bare EOFError.
+        raise DataError(f"{path}: unreadable after {last} ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _jsonl_rows(path: Path, opener: Any) -> Iterator[RawRow]:
+    """Rows of a (gzipped) JSON-lines file; ``raw`` is each line's exact text."""
     with opener(path, "rb") as f:
         index = 0
         for line_no, line in enumerate(f, start=1):
@@ -119,11 +132,21 @@ def _iter_json(path: Path) -> Iterator[RawRow]:
 def _iter_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
     index = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             yield RawRow(index, f"{path.name} row {index}", canonical_json(row), row)
             index += 1
+
+
+def _first_line(e: Exception) -> str:
+    """An exception as one line (library messages often span several)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _iter_hf(dataset: Any, name: str) -> Iterator[RawRow]:
@@ -140,7 +163,7 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
         try:
             ds = datasets.load_from_disk(str(path))
         except Exception as e:  # noqa: BLE001 - any failure here is a bad input folder
-            raise DataError(f"{path}: not a datasets.save_to_disk folder ({e})") from None
+            raise DataError(f"{path}: not a datasets.save_to_disk folder ({_first_line(e)})") from None
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise DataError(f"{path}: no split '{split}' (splits: {', '.join(ds)}); set data.split")
@@ -161,8 +184,9 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
         try:
             ds = datasets.load_dataset(str(source), split=split)
         except Exception as e:  # noqa: BLE001 - hub errors are many; report them in one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{source}: could not load from the hub ({first})") from None
+            # Also reached by a mistyped relative path ("data/pool"), so say both.
+            raise DataError(f"{source}: no such file or folder, and could not load it from the hub "
+                            f"({_first_line(e)})") from None
         return _iter_hf(ds, str(source))
     raise DataError(f"{source}: no such file or folder")
 
@@ -284,6 +308,8 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
     answer = answer or _final_answer(response)
     id_key = fields.get("id") or _first(row, ID_KEYS)
     if id_key is not None:
+        if row.get(id_key) is None:
+            raise BadRow(f"missing field '{id_key}'")
         example_id = str(row[id_key])
     else:
         # Content hash, not position: ids must survive re-ordering and filtering of the input.

@@ -1,1 +1,1 @@
-"""reasonsift.evaluation."""
+"""reasonsift.evaluation: answer extraction and equivalence, benchmark loading, pass@k metrics."""

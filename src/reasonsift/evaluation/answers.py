@@ -29,6 +29,7 @@ _ANY_CASE_LETTER_RE = re.compile(r"^\(?([A-Ja-j])\)?(?:[.:)\s]|$)")
 _PAREN_LETTER_RE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)")  # "(B)" or "B)" anywhere
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # an English word, not a LaTeX command
 _MATH_WORDS = {"sqrt", "frac", "dfrac", "infty", "cdot", "times", "div", "circ", "log", "sin", "cos", "tan"}
+_BRACE_DEPTH = {"{": 1, "}": -1}
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 
 
@@ -41,7 +42,7 @@ def _last_boxed(text: str) -> str | None:
         if i < len(text) and text[i] == "{":
             depth = 0
             for j in range(i, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                depth += _BRACE_DEPTH.get(text[j], 0)
                 if depth == 0:
                     content = text[i + 1 : j].strip()
                     if content:
@@ -63,10 +64,13 @@ def _clean_span(span: str) -> str:
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if span.startswith(left) and right in span[len(left) :]:
             span = span[len(left) :].split(right, 1)[0]
-    span = span.strip().rstrip(".,;:!").strip()
-    if re.fullmatch(r"-?\$?(?:\d{1,3}(?:,\d{3})+)(?:\.\d+)?", span):
-        span = span.replace(",", "")
-    return span
+    return _plain_number(span.strip().rstrip(".,;:!").strip())
+
+
+def _plain_number(span: str) -> str:
+    """``$1,000`` -> ``1000``, ``50%`` -> ``50``; anything that is not one plain number is unchanged."""
+    match = re.fullmatch(r"(-?)\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*%?", span)
+    return "".join(g or "" for g in match.groups()).replace(",", "") if match else span
 
 
 def _number_in(text: str, last: bool = True) -> str | None:
@@ -77,7 +81,7 @@ def _number_in(text: str, last: bool = True) -> str | None:
     return (matches[-1] if last else matches[0]).replace(",", "")
 
 
-def _choice_letter(text: str, any_case: bool = False) -> str | None:
+def choice_letter(text: str, any_case: bool = False) -> str | None:
     """The option letter a short answer names: ``B``, ``(B)``, ``B)``, ``\\text{(B)}``, ``(b)``; else None.
 
     A bare lower-case ``b`` counts only with ``any_case`` (comparing extracted answers): in running
@@ -120,13 +124,14 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
     text = text.replace("\u2212", "-")  # a Unicode minus would hide the sign of a negative number
     boxed = _last_boxed(text)
     hashed = [m for m in _HASH_RE.findall(text) if _clean_span(m)]
-    candidates = [boxed, _clean_span(hashed[-1]) if hashed else None, _phrase_answer(text, kind)]
+    candidates = [boxed and _plain_number(boxed), _clean_span(hashed[-1]) if hashed else None]
+    candidates.append(_phrase_answer(text, kind))
     for candidate in candidates:
         if not candidate:
             continue
         if kind != "choice":
             return _TEXT_CMD_RE.sub(r"\1", candidate).strip() if kind == "text" else candidate
-        letter = _choice_letter(candidate)
+        letter = choice_letter(candidate)
         if letter:
             return letter
     if kind == "choice":
@@ -223,7 +228,8 @@ def _resolve_kind(gold: str, kind: str) -> str:
     stripped = _TEXT_CMD_RE.sub(r"\1", gold).replace("$", "").strip()
     if re.fullmatch(r"\(?[A-J]\)?|\([a-j]\)", stripped):
         return "choice"
-    if re.fullmatch(r"[A-Za-z][A-Za-z '\-]*[A-Za-z]", stripped) and not re.fullmatch(r"[A-Za-z]{1,2}", stripped):
+    # words with single separators and one word of 2+ letters: "yes", "Sentence A", "Evelyn"; not "p - q"
+    if re.fullmatch(r"[A-Za-z]+(?:[ '\-][A-Za-z]+)*", stripped) and re.search(r"[A-Za-z]{2,}", stripped):
         return "text"
     return "math"
 
@@ -263,9 +269,9 @@ def is_equivalent(pred: str | None, gold: str, kind: str = "auto") -> bool:
     try:
         kind = _resolve_kind(gold, kind)
         if kind == "choice":
-            gold_letter = _choice_letter(gold, any_case=True)
+            gold_letter = choice_letter(gold, any_case=True)
             if gold_letter is not None:
-                return _choice_letter(pred, any_case=True) == gold_letter
+                return choice_letter(pred, any_case=True) == gold_letter
             kind = "text"  # a choice benchmark whose gold is the option text
         if kind == "text":
             return bool(_text_key(gold)) and _text_key(pred) == _text_key(gold)

@@ -217,7 +217,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     rank, world = _rank_world()
     check_manifest(paths, data, configs)
     if rank == 0:
-        save_config(paths, config_to_dict(configs), command)
+        save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
     n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
     _wait_for([_token_shard(paths, s) for s in range(n_shards)], "tokenization")

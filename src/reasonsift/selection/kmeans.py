@@ -29,12 +29,11 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) ->
     Chunked so n x k distances never sit in memory at once (k is ~B/4 for TEMP, B for the embedding
     baseline).
     """
-    x = np.asarray(x, dtype=np.float64)
     c = np.asarray(centroids, dtype=np.float64)
     c_sq = (c * c).sum(1)  # (k,)
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), chunk):
-        xb = x[start:start + chunk]  # (b, d)
+        xb = np.asarray(x[start:start + chunk], dtype=np.float64)  # (b, d), converted per chunk
         # ‖x − c‖² = ‖x‖² − 2x·c + ‖c‖²; ‖x‖² is constant per row, so it does not change the argmin
         d2 = c_sq[None, :] - 2.0 * (xb @ c.T)  # (b, k)
         out[start:start + chunk] = d2.argmin(1)
@@ -45,7 +44,10 @@ def _faiss_centroids(x: np.ndarray, k: int, seed: int, iters: int) -> np.ndarray
     import faiss
 
     xf = np.ascontiguousarray(x, dtype=np.float32)
-    km = faiss.Kmeans(xf.shape[1], k, niter=iters, seed=seed, verbose=False)
+    # min_points_per_centroid=1 only silences faiss's "please provide at least N points" stderr line;
+    # max_points_per_centroid keeps its default (256), so large inputs are subsampled (seeded) for
+    # training exactly as in the official code
+    km = faiss.Kmeans(xf.shape[1], k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(xf)
     return np.asarray(km.centroids, dtype=np.float64)
 
@@ -70,7 +72,9 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20) -> tuple[np.ndarra
     Returns ``(labels (n,) int64 in 0..k'-1, centroids (k', d) float64)`` with ``k' = min(k, n)``.
     NaNs must be removed by the caller. k' = 1 needs no iterations (the centroid is the mean).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):  # float32 stays float32: embeddings can be large
+        x = x.astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -84,7 +88,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20) -> tuple[np.ndarra
         raise ValueError("kmeans input contains NaN or inf")
     k = min(k, n)
     if k == 1:
-        centroids = x.mean(0, keepdims=True)
+        centroids = x.mean(0, keepdims=True, dtype=np.float64)
     elif backend() == "faiss":
         centroids = _faiss_centroids(x, k, seed, iters)
     else:

@@ -20,7 +20,8 @@ import yaml
 
 from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.data.load import iter_rows
-from reasonsift.runfolder import RunPaths, read_json, write_atomic, write_json_atomic, write_text_atomic
+from reasonsift.runfolder import (RunPaths, read_json, save_config, write_atomic, write_json_atomic,
+                                  write_text_atomic)
 from reasonsift.selection.select import select
 from reasonsift.selection.report import write_report_html
 
@@ -100,7 +101,7 @@ def run_selection(run: str | Path, configs: dict[str, Any], command: str = "", p
     saved = yaml.safe_load(paths.config.read_text()) if paths.config.exists() else {}
     saved = {k: v for k, v in (saved or {}).items() if k != "select"}
     saved.update(config_to_dict({"select": sel}))
-    write_text_atomic(paths.config, f"# written by: {command}\n" + yaml.safe_dump(saved, sort_keys=False))
+    save_config(paths.config, saved, command)
     out = pa.Table.from_pandas(scores, preserve_index=False) \
         .append_column("cluster", pa.array(selection.cluster, pa.int32())) \
         .append_column("selected", pa.array(selection.selected, pa.bool_()))

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 from reasonsift.synth.tasks import (
-    ALL_FAMILIES, LIST_OPS, apply_op, arith_op, fmt_list, format_trace, list_apply, make_task, make_wrong_step, truncate,
+    ALL_FAMILIES, LIST_OPS, apply_op, arith_op, fmt_list, format_trace, list_apply, make_task, make_wrong_step,
+    truncate,
 )
 
 LOW_QUALITY_KINDS = ("wrong_step", "truncated")
@@ -100,8 +101,8 @@ def _fact(rng: random.Random) -> str:
             return f"{op} {fmt_list(xs)} = {max(xs) if op == 'max' else min(xs)}"
         return f"{op} {fmt_list(xs)} = {fmt_list(list_apply(xs, op))}"
     if kind == "mod":
-        m, sym, k = rng.randint(5, 13), rng.choice("+-*"), rng.randint(1, 9)
-        r = rng.randrange(m)
+        m, sym = rng.randint(5, 13), rng.choice("+-*")
+        r, k = rng.randrange(m), rng.randint(2 if sym == "*" else 1, m - 1)
         return f"({r}{sym}{k})%{m}={apply_op(r, sym, k) % m}"
     name, x = rng.choice("abcdefghij"), rng.randint(0, 60)
     sym, k = arith_op(rng, x)

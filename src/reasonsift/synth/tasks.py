@@ -67,7 +67,7 @@ def list_apply(xs: tuple[int, ...], op: str) -> tuple[int, ...]:
 
 # --- arith: a left-to-right chain of + - * on small ints ---
 def _arith_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
-    x = start = rng.randint(1, 20)
+    x = start = rng.randint(1, 30)
     ops = []
     for _ in range(steps):
         ops.append(arith_op(rng, x))
@@ -138,7 +138,7 @@ def _mod_step(r: int, op: tuple[str, int, int], delta: int) -> tuple[int, str]:
 def _subst_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     if steps > 25:
         raise ValueError("subst supports at most 25 steps (one letter per variable)")
-    env = {"a": rng.randint(1, 9)}
+    env = {"a": rng.randint(1, 20)}
     defs, ops = [f"a={env['a']}"], []
     for name in "bcdefghijklmnopqrstuvwxyz"[:steps]:
         ref = list(env)[-1]

@@ -1,0 +1,210 @@
+"""TEMP selection (temp-method.md §1.3, §1.5, §1.6): difficulty filter, softmax budgets, brittle picks.
+
+1. ``difficulty_filter``: per source, k-means (k=2) on the 100-token loss at θ_rnd keeps the
+   high-loss cluster; small sources are kept whole. Unlike the official code, nothing else is added
+   (its difficulty path falls through into the middle-perplexity baseline and adds 1,000 more rows).
+2. ``allocate_sources``: budget over domains, then over sources within a domain, by softmax (T=1)
+   of ``group_difficulty`` with the official capacity adjustment (``allocate_budget``).
+3. ``select_within_source``: k-means on the raw 8-dim 1000-token loss vectors, balanced quotas
+   over clusters smallest first, top brittleness inside each cluster, leftovers from singletons.
+Token budgets (``select.budget_tokens``) run the same steps with every size and budget counted in
+response tokens: the filter's "small source" test and the softmax allocation compare token totals,
+cluster quotas are token quotas filled in brittleness order up to the first example that does not
+fit (the rest rolls to the next cluster), and K_s uses the source's budget in
+tokens divided by its mean example length (an expected example count).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from reasonsift.config import SelectConfig
+from reasonsift.selection.common import (Selection, balanced_cluster_pick, check_columns, column, finish,
+                                         loss_matrix, resolve_budget, rng_for, small_sources_whole)
+from reasonsift.selection.kmeans import kmeans
+
+TEMP_COLUMNS = ["id", "row_index", "source", "domain", "n_response_tokens", "difficulty", "loss_100", "loss_1000"]
+
+
+def difficulty_filter(scores: pd.DataFrame, budget: int, seed: int, iters: int = 20,
+                      cost: np.ndarray | None = None) -> np.ndarray:
+    """Stage A′: (n,) bool mask of the difficult subset V^d (temp-method.md §1.3).
+
+    Sources by ascending size: a source no bigger than ``budget // sources not yet taken whole`` is
+    taken whole (S2L's rule, remaining budget decremented as in the official loop); every other source
+    is split by k-means (k=2, seeded) on ``difficulty`` and all members of the cluster with the higher
+    mean are kept. Sizes are counted in ``cost`` units (ones, or response tokens for token budgets).
+    """
+    sources = scores["source"].astype(str).to_numpy()
+    difficulty = column(scores, "difficulty")
+    cost = np.ones(len(scores), dtype=np.int64) if cost is None else cost
+    names = sorted(set(sources))
+    whole, _ = small_sources_whole({s: int(cost[sources == s].sum()) for s in names}, budget)
+    mask = np.zeros(len(scores), dtype=bool)
+    for src in names:
+        idx = np.flatnonzero(sources == src)
+        if src in whole:
+            mask[idx] = True
+            continue
+        labels, _ = kmeans(difficulty[idx], 2, seed, iters)  # (n_s,)
+        present = np.unique(labels)  # one cluster only when every value is the same
+        means = [difficulty[idx][labels == c].mean() for c in present]
+        mask[idx[labels == present[int(np.argmax(means))]]] = True
+    return mask
+
+
+def group_difficulty(loss_100: np.ndarray) -> float:
+    """D_g = sqrt((mean L100(θ_last) − mean L100(θ_first)) · mean L100(θ_last)) over a group's rows.
+
+    loss_100: (n_g, m) 100-token losses at the m directional checkpoints. When the group's loss does
+    not rise along Θ the product is negative and the official code gets NaN, which poisons the whole
+    softmax; we clip it at 0 instead, i.e. such a group counts as not brittle at all (the bottom of
+    the scale) and still gets its exp(0) share.
+    """
+    first, last = float(loss_100[:, 0].mean()), float(loss_100[:, -1].mean())
+    return float(np.sqrt(max(0.0, (last - first) * last)))
+
+
+def allocate_budget(sizes: dict[str, int], scores: dict[str, float], budget: int) -> dict[str, int]:
+    """Softmax (T=1) of ``scores`` split ``budget`` over groups, capped by ``sizes`` (temp-method.md §1.5).
+
+    Official capacity adjustment: initial n_g = int(p_g·B); groups smallest first (ties by name); a
+    group with fewer rows than n_g is taken whole; otherwise it gets int(p_g / Σ p_remaining ·
+    remaining budget), capped at its size; leftover goes to the largest groups that still have room.
+    The total is min(budget, Σ sizes).
+    """
+    names = sorted(sizes)
+    d = np.array([scores[n] for n in names], dtype=np.float64)
+    p = np.exp(d - d.max())  # subtracting the max changes nothing but avoids overflow
+    p = dict(zip(names, (p / p.sum()).tolist()))
+    requested = {n: int(p[n] * budget) for n in names}
+    order = sorted(names, key=lambda n: (sizes[n], n))
+    out: dict[str, int] = {}
+    left, open_p = int(budget), dict(p)
+    for n in order:
+        if sizes[n] < requested[n]:
+            out[n] = int(sizes[n])
+        else:
+            out[n] = min(int(open_p[n] / sum(open_p.values()) * left), int(sizes[n]))
+        left -= out[n]
+        del open_p[n]
+    for n in reversed(order):
+        if left <= 0:
+            break
+        extra = min(left, int(sizes[n]) - out[n])
+        out[n] += extra
+        left -= extra
+    return out
+
+
+def allocate_sources(sources: np.ndarray, domains: np.ndarray, loss_100: np.ndarray, cost: np.ndarray,
+                     budget: int) -> tuple[dict[str, int], dict[str, float], list[str]]:
+    """Two-level allocation: domains first, then sources within each domain (rows = the hard subset).
+
+    Returns (budget per source, D_g per source, notes). A source listed under several domains is
+    placed in its most common one (noted), since budgets are per source.
+    """
+    notes = []
+    src_domain = {}
+    for src in sorted(set(sources)):
+        counts = Counter(domains[sources == src].tolist())
+        src_domain[src] = max(sorted(counts), key=counts.__getitem__)
+        if len(counts) > 1:
+            notes.append(f"source {src!r} spans domains {sorted(counts)}; allocated within {src_domain[src]!r}")
+    row_domain = np.array([src_domain[s] for s in sources])
+    doms = sorted(set(src_domain.values()))
+    dom_budget = allocate_budget({d: int(cost[row_domain == d].sum()) for d in doms},
+                                 {d: group_difficulty(loss_100[row_domain == d]) for d in doms}, budget)
+    alloc, difficulty = {}, {}
+    for dom in doms:
+        srcs = [s for s in src_domain if src_domain[s] == dom]
+        difficulty.update({s: group_difficulty(loss_100[sources == s]) for s in srcs})
+        alloc.update(allocate_budget({s: int(cost[sources == s].sum()) for s in srcs},
+                                     {s: difficulty[s] for s in srcs}, dom_budget[dom]))
+    return alloc, difficulty, notes
+
+
+def select_within_source(loss_1000: np.ndarray, budget: int, cost: np.ndarray | None = None,
+                         examples_per_cluster: int = 4, seed: int = 42, iters: int = 20,
+                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stage D for one source: (mask (n,) bool, cluster labels (n,), -1 when not clustered).
+
+    loss_1000: (n, m) raw 1000-token loss vectors. K = max(1, n_expected // examples_per_cluster)
+    clusters (n_expected = the budget in examples); quotas as in ``balanced_cluster_pick`` over
+    clusters with >= 2 members; inside a cluster, highest brittleness b = L(θ_last) − L(θ_first) first,
+    with b negated when the cluster's mean first-checkpoint loss exceeds its mean last-checkpoint loss
+    (temp-method.md §1.6); leftovers at random from singletons, then from any unselected member.
+    """
+    n = len(loss_1000)
+    cost = np.ones(n, dtype=np.int64) if cost is None else cost
+    rng = np.random.default_rng(seed) if rng is None else rng
+    if budget <= 0 or budget >= int(cost.sum()):  # official shortcuts: take none / take all
+        return np.full(n, budget > 0), np.full(n, -1, dtype=np.int64)
+    n_expected = budget if (cost == 1).all() else budget / float(cost.mean())
+    labels, _ = kmeans(loss_1000, max(1, int(n_expected) // examples_per_cluster), seed, iters)
+    brittle = loss_1000[:, -1] - loss_1000[:, 0]  # (n,)
+
+    def rank(members: np.ndarray) -> np.ndarray:
+        sub = loss_1000[members]
+        flip = sub[:, 0].mean() > sub[:, -1].mean()
+        key = -brittle[members] if flip else brittle[members]
+        return members[np.argsort(-key, kind="stable")]
+
+    mask, _ = balanced_cluster_pick(labels, rank, cost, budget, 2, rng)
+    return mask, labels
+
+
+def select_temp(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
+    """TEMP: difficulty filter, softmax source budgets, clustered brittle picks (temp-method.md §1)."""
+    check_columns(scores, TEMP_COLUMNS, cfg.method)
+    budget = resolve_budget(scores, cfg)
+    sources = scores["source"].astype(str).to_numpy()
+    domains = scores["domain"].astype(str).to_numpy()
+    loss_100, loss_1000 = loss_matrix(scores, "loss_100"), loss_matrix(scores, "loss_1000")  # (n, m)
+    hard = difficulty_filter(scores, budget.amount, cfg.seed, cfg.kmeans_iters, budget.cost)
+    hard_idx = np.flatnonzero(hard)
+    notes = []
+    means = loss_100[hard_idx].mean(0)
+    if int(np.argmax(means)) != len(means) - 1:
+        # the official code asserts this; we only warn, the allocation is still defined
+        notes.append("the last directional checkpoint does not have the highest mean 100-token loss "
+                     f"(means {np.round(means, 4).tolist()}): is the direction / radius right?")
+    selected = np.zeros(len(scores), dtype=bool)
+    cluster = np.full(len(scores), -1, dtype=np.int64)
+    alloc, difficulty = {}, {}
+    if int(budget.cost[hard_idx].sum()) > budget.amount:
+        alloc, difficulty, more = allocate_sources(sources[hard_idx], domains[hard_idx], loss_100[hard_idx],
+                                                   budget.cost[hard_idx], budget.amount)
+        notes += more
+        for src, n_s in alloc.items():
+            idx = hard_idx[sources[hard_idx] == src]
+            mask, labels = select_within_source(loss_1000[idx], n_s, budget.cost[idx], cfg.examples_per_cluster,
+                                                cfg.seed, cfg.kmeans_iters, rng_for(cfg.seed, src))
+            selected[idx[mask]] = True
+            cluster[idx] = labels
+    else:  # the difficult subset fits in the budget: take it all (finish() notes the shortfall)
+        selected[hard_idx] = True
+        alloc = {s: int(budget.cost[hard_idx[sources[hard_idx] == s]].sum()) for s in set(sources[hard_idx])}
+    brittle = loss_1000[:, -1] - loss_1000[:, 0]
+    fill_order = hard_idx[np.argsort(-brittle[hard_idx], kind="stable")]
+    per_source = _per_source(scores, sources, hard, alloc, difficulty)
+    return finish(scores, cfg, budget, selected, cluster, fill_order, per_source, notes,
+                  eligible_why=f"the difficulty filter kept {len(hard_idx)} of {len(scores)} examples")
+
+
+def _per_source(scores: pd.DataFrame, sources: np.ndarray, hard: np.ndarray, alloc: dict[str, int],
+                difficulty: dict[str, float]) -> dict[str, dict]:
+    """hard count, budget, D_g and the filter's threshold (lowest kept difficulty) per source."""
+    d = column(scores, "difficulty")
+    out = {}
+    for src in sorted(set(sources)):
+        m = sources == src
+        kept = m & hard
+        cut = kept.sum() < m.sum() and kept.any()
+        out[src] = {"hard": int(kept.sum()), "budget": int(alloc[src]) if src in alloc else None,
+                    "group_difficulty": difficulty.get(src),
+                    "difficulty_threshold": float(d[kept].min()) if cut else None}
+    return out

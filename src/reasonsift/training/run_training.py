@@ -1,0 +1,256 @@
+"""``reasonsift train``: fine-tune a causal LM on DATA with a token-level objective, via TRL.
+
+The data is tokenized here (``training.dataset``) and handed to TRL's ``SFTTrainer`` as a
+pre-tokenized dataset with ``labels`` (``skip_prepare_dataset``, so TRL neither re-templates nor
+re-truncates it); the loss is ours (``training.objectives`` through ``compute_loss_func``), built on
+the same per-token NLL that scoring uses.
+
+Output folder OUT::
+
+    OUT/config.json, model*.safetensors, tokenizer files   the trained (LoRA: merged) model
+    OUT/adapter/                                           LoRA only: the unmerged adapter
+    OUT/checkpoint-<step>/                                 Trainer checkpoints (resume points)
+    OUT/config.yaml                                        resolved config + command (usable as --config)
+    OUT/train_manifest.json                                data path + config; a resume must match it
+    OUT/README.md                                          model card
+    OUT/train_report.json                                  steps, loss curve, token accounting
+
+Multi-GPU: ``accelerate launch -m reasonsift.cli train ...`` works unchanged; the Trainer places the
+model (loaded on CPU here), shards the data and syncs gradients, and ``num_items_in_batch`` counts
+loss tokens over all ranks. Only the main process writes OUT's files. On CPU training runs in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonsift.config import ConfigError, config_to_dict
+from reasonsift.models import load_model, load_tokenizer
+from reasonsift.runfolder import read_json, save_config, write_json_atomic, write_text_atomic
+from reasonsift.training.config import TrainConfig
+from reasonsift.training.dataset import build_train_dataset
+from reasonsift.training.objectives import make_compute_loss_func
+
+logger = logging.getLogger(__name__)
+
+# Keys that may change between an interrupted run and its resume (they do not change what is trained).
+MANIFEST = "train_manifest.json"  # data path + resolved config of the run that wrote the checkpoints
+RESUMABLE_CHANGES = {"resume", "save_steps", "save_total_limit", "logging_steps", "max_steps", "num_train_epochs"}
+
+
+def _use_bf16(cfg: TrainConfig) -> bool:
+    """``bf16`` config value -> whether to train in bf16 mixed precision."""
+    value = str(cfg.bf16).lower()
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"train.bf16: {cfg.bf16!r} is not one of auto, true, false")
+    if value == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return value == "true"
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Reject values the Trainer would accept but that cannot be what the user meant."""
+    if cfg.objective == "prefix" and not (0.0 <= cfg.prefix_fraction <= 1.0 and cfg.prefix_tokens >= 1):
+        raise ConfigError("train.prefix_fraction must be in [0, 1] and train.prefix_tokens >= 1")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        raise ConfigError(f"train.warmup_ratio: {cfg.warmup_ratio} is not in [0, 1)")
+    if cfg.max_length < 2 or cfg.per_device_train_batch_size < 1 or cfg.gradient_accumulation_steps < 1:
+        raise ConfigError("train.max_length must be >= 2 and batch size / accumulation steps >= 1")
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """OUT/checkpoint-<step> folders, oldest first."""
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _check_resume(out: Path, manifest: dict[str, Any], cfg: TrainConfig) -> Path | None:
+    """The checkpoint to resume from, or None; refuse to mix two different runs in one OUT."""
+    ckpts = _checkpoints(out)
+    if not ckpts:
+        return None
+    if not cfg.resume:
+        raise ConfigError(f"{out} already holds checkpoints ({ckpts[-1].name}); pass train.resume=true to "
+                          "continue that run, or choose another --out")
+    saved = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
+    if saved:
+        old, new = saved.get("configs", {}), manifest["configs"]
+        changed = ["data path"] if saved.get("data") != manifest["data"] else []
+        changed += [f"{s}.{k}" for s in sorted(set(old) | set(new))
+                    for k in sorted(set(old.get(s) or {}) | set(new.get(s) or {}))
+                    if (s != "train" or k not in RESUMABLE_CHANGES)
+                    and (old.get(s) or {}).get(k) != (new.get(s) or {}).get(k)]
+        if changed:
+            raise ConfigError(f"{out} holds checkpoints of a run with another config (changed: {', '.join(changed)}); "
+                              "use another --out, or restore those values to resume")
+    # The Trainer writes trainer_state.json last: a folder without it was cut off mid-save.
+    complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
+    if len(complete) < len(ckpts):
+        logger.warning("ignoring incomplete checkpoint(s): %s", ", ".join(p.name for p in ckpts if p not in complete))
+    return complete[-1] if complete else None
+
+
+def _load(model_name: str, model_cfg: Any, cfg: TrainConfig, bf16: bool) -> Any:
+    """Load the model on CPU (the Trainer places it); fp32 master weights unless LoRA on a bf16 GPU."""
+    dtype = model_cfg.dtype
+    if dtype == "auto":
+        # Full fine-tuning keeps fp32 weights (bf16 autocast on GPU): a 1e-5 AdamW step is below bf16's
+        # resolution for most weights. A LoRA base is frozen, so bf16 loses nothing there.
+        dtype = "bfloat16" if cfg.lora and bf16 else "float32"
+    return load_model(model_name, replace(model_cfg, dtype=dtype), device=torch.device("cpu"))
+
+
+def _sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, adam_beta1=0.9,
+        adam_beta2=cfg.adam_beta2, max_grad_norm=1.0, seed=cfg.seed, bf16=bf16, fp16=False,
+        save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, logging_first_step=True,
+        report_to="none", disable_tqdm=not progress, max_length=cfg.max_length,
+        dataset_kwargs={"skip_prepare_dataset": True},  # our input_ids/labels are used as they are
+        packing=False, padding_free=False, dataloader_pin_memory=torch.cuda.is_available(),
+        # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults it to True: set it explicitly).
+        **{"activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
+           else "gradient_checkpointing": cfg.gradient_checkpointing},
+    )
+
+
+def _peft_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    targets = cfg.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def _save_model(trainer: Any, tokenizer: Any, out: Path, lora: bool) -> None:
+    """Write a plain HF folder to OUT; LoRA: the adapter to OUT/adapter, the merged model to OUT."""
+    if not lora:
+        trainer.save_model(str(out))  # main process only; handles DDP/FSDP unwrapping
+        return
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(out / "adapter"))
+    merged = model.merge_and_unload()  # plain transformers model with the LoRA deltas folded in
+    merged.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+
+
+def _subset_note(data: str) -> str:
+    """If DATA is a reasonsift ``selected.jsonl``, say which run and selection produced it."""
+    path = Path(data)
+    report = path.parent / "report.json"
+    if path.name != "selected.jsonl" or not report.exists():
+        return ""
+    sel = read_json(report).get("selection") or {}
+    return (f"- **Subset**: reasonsift selection from run `{path.parent}`: {sel.get('n_selected', '?')} examples "
+            f"chosen with `{sel.get('method', '?')}` from `{read_json(report).get('input', '?')}`\n")
+
+
+def model_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
+    """The OUT/README.md model card."""
+    cfg: TrainConfig = configs["train"]
+    hp = "\n".join(f"| {k} | {v} |" for k, v in config_to_dict({"train": cfg})["train"].items())
+    final = report.get("final_loss")
+    return f"""---
+library_name: transformers
+tags: [reasonsift, {cfg.objective}{', lora' if cfg.lora else ''}]
+base_model: {report['base_model']}
+---
+# {Path(report['out']).name}: `{report['base_model']}` fine-tuned with reasonsift ({cfg.objective})
+
+- **Base model**: `{report['base_model']}`
+- **Data**: `{report['data']}` ({report['dataset']['examples']} examples trained, {report['dataset']['tokens']['input']:,} tokens per epoch)
+{_subset_note(report['data'])}- **Objective**: `{cfg.objective}`; {100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss
+- **Adaptation**: {'LoRA (r=%d, alpha=%d), merged into these weights; adapter in `adapter/`' % (cfg.lora_r, cfg.lora_alpha) if cfg.lora else 'full fine-tuning'}
+- **Steps**: {report['steps']} optimizer steps, {report['epochs']:.2f} epochs
+- **Final train loss** (last logged): {'n/a' if final is None else f'{final:.4f}'}
+- **Command**: `{report.get('command', '')}`
+
+| hyperparameter | value |
+|---|---|
+{hp}
+
+The loss is the mean per-token loss over loss tokens of each accumulated batch (see
+`reasonsift/training/objectives.py`); the full resolved config is in `config.yaml`, the loss curve in
+`train_report.json`.
+"""
+
+
+def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resumed: Path | None,
+            command: str, wall: float) -> dict[str, Any]:
+    state = trainer.state
+    curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in e}
+             for e in state.log_history if "loss" in e]
+    epochs = float(state.epoch or 0.0)
+    return {
+        "base_model": configs["model"].model, "data": data, "out": str(out), "objective": configs["train"].objective,
+        "lora": configs["train"].lora, "steps": state.global_step, "epochs": epochs,
+        "final_loss": curve[-1]["loss"] if curve else None, "loss_curve": curve,
+        "dataset": stats, "tokens_trained": {k: int(v * epochs) for k, v in stats["tokens"].items()},
+        "resumed_from": str(resumed) if resumed else None, "wall_time_s": round(wall, 2), "command": command,
+    }
+
+
+def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
+                 progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT)."""
+    from accelerate import PartialState
+    from trl import SFTTrainer
+
+    cfg: TrainConfig = configs["train"]
+    model_cfg = configs["model"]
+    if not model_cfg.model:
+        raise ConfigError("no model to train: pass --model (model.model)")
+    _check_config(cfg)
+    out = Path(out)
+    # JSON round trip so the manifest compares equal to what a rerun reads back (tuples -> lists).
+    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    manifest = json.loads(json.dumps({"data": data_id, "configs": config_to_dict(configs)}))
+    resumed = _check_resume(out, manifest, cfg)
+    start = time.time()
+    bf16 = _use_bf16(cfg)
+    tokenizer = load_tokenizer(model_cfg.model, model_cfg.trust_remote_code)
+    dataset, stats = build_train_dataset(data, tokenizer, configs["data"], cfg)  # data errors before the model
+    logger.info("training %s on %d examples (%d loss tokens, %.1f%% of response tokens) with %s",
+                model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
+                cfg.objective)
+    model = _load(model_cfg.model, model_cfg, cfg, bf16)
+    if PartialState().is_main_process:
+        save_config(out / "config.yaml", manifest["configs"], command)
+        write_json_atomic(out / MANIFEST, manifest)
+    with warnings.catch_warnings():
+        # TRL 1.16 deprecates compute_loss_func in favour of subclassing; it is the hook HF documents.
+        warnings.filterwarnings("ignore", message=".*compute_loss_func.*", category=FutureWarning)
+        trainer = SFTTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
+                             processing_class=tokenizer, compute_loss_func=make_compute_loss_func(cfg.objective),
+                             peft_config=_peft_config(cfg) if cfg.lora else None)
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # --quiet: no per-step log lines either
+    if resumed:
+        logger.info("resuming from %s", resumed)
+    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    _save_model(trainer, tokenizer, out, cfg.lora)
+    report = _report(trainer, stats, str(data), out, configs, resumed, command, time.time() - start)
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "train_report.json", report)
+        write_text_atomic(out / "README.md", model_card(report, configs))
+    return report
