@@ -75,7 +75,7 @@ def select_full_loss(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
     ok = np.isfinite(full)
     if not ok.any():
         raise ValueError("select.method=full-loss needs whole-response losses, but full_loss is empty (NaN) "
-                         "for every row: rerun scoring with score.full_loss=true")
+                         "for every row: score the pool again into a new --run folder with score.full_loss=true")
     notes = [] if ok.all() else [f"{int((~ok).sum())} row(s) have no full_loss and were not eligible"]
     eligible = np.flatnonzero(ok)
     order = eligible[np.argsort(-full[eligible], kind="stable")]

@@ -146,8 +146,8 @@ def small_sources_whole(sizes: dict[str, int], budget: int) -> tuple[list[str], 
     return whole, left
 
 
-def balanced_cluster_pick(labels: np.ndarray, rank: Callable[[np.ndarray], np.ndarray], cost: np.ndarray, budget: int, min_size: int,
-                          rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
+def balanced_cluster_pick(labels: np.ndarray, rank: Callable[[np.ndarray], np.ndarray], cost: np.ndarray,
+                          budget: int, min_size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
     """Spread ``budget`` over clusters, smallest first, with shortfalls rolling forward (S2L / TEMP).
 
     labels: (n,) cluster of each example. rank(members) -> members in the order to take them
