@@ -1,0 +1,145 @@
+"""End to end through TRL: the logged loss is ours, checkpoints load plainly, LoRA merges, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from reasonsift.config import ConfigError, load_config
+from reasonsift.data.records import DataError
+from reasonsift.data.render import IGNORE_INDEX
+from reasonsift.models import ModelLoadError, load_model
+from reasonsift.training.dataset import build_train_dataset
+from reasonsift.training.objectives import objective_loss
+from reasonsift.training.run_training import run_training
+from tests.training.conftest import make_configs
+
+
+def load_plain(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def dataset_loss(model_dir, data, configs) -> float:
+    """The objective over the whole dataset at the initial weights, one padded batch."""
+    from reasonsift.models import load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    ds, _ = build_train_dataset(str(data), tok, configs["data"], configs["train"])
+    width = max(len(r) for r in ds["input_ids"])
+    pad = lambda col, v: torch.tensor([r + [v] * (width - len(r)) for r in ds[col]])  # noqa: E731
+    with torch.no_grad():
+        logits = load_model(str(model_dir))(input_ids=pad("input_ids", tok.pad_token_id),
+                                            attention_mask=pad("attention_mask", 0)).logits
+    return objective_loss(logits, pad("labels", IGNORE_INDEX), configs["train"].objective).item()
+
+
+@pytest.mark.parametrize("objective", ["dft", "cft"])
+def test_logged_loss_is_our_objective_over_the_accumulated_batch(tiny_model_dir, cft_data, tmp_path, objective):
+    # 8 examples = 2 micro-batches of 4 = one optimizer step: whatever the data order, the first logged
+    # loss is the objective over all 8 examples at the initial weights, iff each micro-batch is divided
+    # by the loss tokens of the whole accumulated batch.
+    configs = make_configs(tiny_model_dir, f"train.objective={objective}", "train.max_steps=1",
+                           "train.per_device_train_batch_size=4", "train.gradient_accumulation_steps=2")
+    report = run_training(str(cft_data), configs, tmp_path / "out", progress=False)
+    assert report["steps"] == 1
+    assert report["loss_curve"][0]["loss"] == pytest.approx(dataset_loss(tiny_model_dir, cft_data, configs), rel=1e-4)
+
+
+def test_full_run_writes_a_plain_hf_folder(tiny_model_dir, train_data, tmp_path):
+    out = tmp_path / "out"
+    configs = make_configs(tiny_model_dir, "train.max_steps=2", "train.save_steps=2")
+    report = run_training(str(train_data), configs, out, command="reasonsift train test", progress=False)
+    trained, base = load_plain(out), load_plain(tiny_model_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert (out / "checkpoint-2" / "trainer_state.json").exists()
+    saved = json.loads((out / "train_report.json").read_text())
+    assert saved["steps"] == 2 == report["steps"] and [e["step"] for e in saved["loss_curve"]] == [1, 2]
+    assert saved["dataset"]["examples"] == 8 and saved["dataset"]["loss_token_fraction"] == 1.0
+    assert saved["final_loss"] == saved["loss_curve"][-1]["loss"] and saved["tokens_trained"]["loss"] > 0
+    card = (out / "README.md").read_text()
+    for text in (str(tiny_model_dir), str(train_data), "`sft`", "learning_rate", f"{saved['final_loss']:.4f}"):
+        assert text in card, text
+    # the resolved config is usable as --config
+    again = load_config(["data", "model", "train"], out / "config.yaml")
+    assert again["train"] == configs["train"] and again["model"] == configs["model"]
+
+
+def test_lora_run_saves_merged_model_and_adapter(tiny_model_dir, train_data, tmp_path):
+    out = tmp_path / "lora"
+    configs = make_configs(tiny_model_dir, "train.lora=true", "train.max_steps=2", "train.lora_r=4",
+                           "train.learning_rate=1e-2")
+    run_training(str(train_data), configs, out, progress=False)
+    assert (out / "adapter" / "adapter_config.json").exists()
+    trained, base = load_plain(out), load_plain(tiny_model_dir)
+    assert type(trained).__name__ == "LlamaForCausalLM"  # a plain model, no peft wrapper needed
+    diff = {k: (trained.state_dict()[k] - v).abs().max().item() for k, v in base.state_dict().items()}
+    assert diff["model.embed_tokens.weight"] == 0.0  # all-linear LoRA leaves embeddings alone
+    assert diff["model.layers.0.self_attn.q_proj.weight"] > 0  # the merged delta is in the weights
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_model_dir, train_data, tmp_path):
+    configs = make_configs(tiny_model_dir, "train.max_steps=4", "train.save_steps=2")
+    full = tmp_path / "full"
+    run_training(str(train_data), configs, full, progress=False)
+    # a run "killed" after its step-2 checkpoint: only the checkpoint and the manifest are there
+    cut = tmp_path / "cut"
+    shutil.copytree(full / "checkpoint-2", cut / "checkpoint-2")
+    shutil.copy(full / "train_manifest.json", cut / "train_manifest.json")
+    report = run_training(str(train_data), configs, cut, progress=False)
+    assert report["resumed_from"] == str(cut / "checkpoint-2") and report["steps"] == 4
+    a, b = load_plain(full).state_dict(), load_plain(cut).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # a changed hyperparameter must not silently continue those checkpoints
+    with pytest.raises(ConfigError, match="changed: train.learning_rate"):
+        run_training(str(train_data), make_configs(tiny_model_dir, "train.learning_rate=5e-4"), cut, progress=False)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run_training(str(train_data), make_configs(tiny_model_dir, "train.resume=false"), cut, progress=False)
+
+
+def test_bad_inputs_give_clear_errors(tiny_model_dir, train_data, tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        run_training(str(tmp_path / "missing.jsonl"), make_configs(tiny_model_dir), tmp_path / "o1")
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy(f, no_weights / f.name)
+    with pytest.raises(ModelLoadError, match="no weights"):
+        run_training(str(train_data), make_configs(no_weights), tmp_path / "o2")
+    with pytest.raises(DataError, match="needs a critical-token mask"):
+        run_training(str(train_data), make_configs(tiny_model_dir, "train.objective=cft"), tmp_path / "o3")
+    with pytest.raises(ConfigError, match="no model"):
+        run_training(str(train_data), make_configs(""), tmp_path / "o4")
+    with pytest.raises(ConfigError, match="objective"):
+        make_configs(tiny_model_dir, "train.objective=kto")
+    with pytest.raises(ConfigError, match="bf16"):
+        run_training(str(train_data), make_configs(tiny_model_dir, "train.bf16=maybe"), tmp_path / "o5")
+
+
+def test_cli_train_with_cft_yaml_and_overrides(tiny_model_dir, cft_data, tmp_path, capsys):
+    import argparse
+
+    from reasonsift.cli import _split_overrides
+    from reasonsift.training.cli import add_parser, cmd_train
+
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("train:\n  objective: cft\n  max_steps: 1\n  max_length: 160\n")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli_out"
+    args = parser.parse_args(["train", str(cft_data), "--model", str(tiny_model_dir), "--out", str(out),
+                              "--config", str(yaml_file), "--quiet", "train.learning_rate=1e-3", "--limit", "6"])
+    plain, overrides = _split_overrides(args.args)
+    assert cmd_train(args, plain, overrides) == 0
+    assert "trained cft for 1 steps on 6 examples" in capsys.readouterr().out
+    report = json.loads((out / "train_report.json").read_text())
+    assert 0.1 < report["dataset"]["loss_token_fraction"] < 0.4
+    saved = load_config(["data", "model", "train"], out / "config.yaml")
+    assert saved["train"].objective == "cft" and saved["train"].learning_rate == 1e-3 and saved["data"].limit == 6
