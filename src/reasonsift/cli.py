@@ -18,7 +18,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 from reasonsift.config import ConfigError, load_config
 
@@ -77,14 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", help="selection method (default temp)")
     _common(p)
-    for extra in EXTRA_PARSERS:
-        extra(sub)
+    from reasonsift.training.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
+    p = sub.add_parser("evaluate", help="accuracy and pass@k of a model on a benchmark file")
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
+    p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
+    p.add_argument("--out", help="output folder (default MODEL/eval/BENCHMARK)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    _common(p)
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
     return parser
-
-
-# Later stages add their subcommands here (a plain list, not a plugin system).
-EXTRA_PARSERS: list[Callable[[Any], None]] = []
-EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace, list[str], list[str]], int]] = {}
 
 
 def _data_overrides(args: argparse.Namespace) -> list[str]:
@@ -170,12 +177,42 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
     return 0
 
 
-COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate}
+def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.evaluation.run_evaluation import run_evaluation
+
+    if plain:
+        raise ConfigError(f"unexpected arguments: {' '.join(plain)}")
+    flags = [f"model.model={args.model}"]
+    flags += [f"evaluate.samples={args.samples}"] if args.samples is not None else []
+    flags += [f"evaluate.limit={args.limit}"] if args.limit is not None else []
+    configs = load_config(["model", "evaluate"], args.config, flags + overrides)
+    m = run_evaluation(args.model, args.benchmark, configs, args.out, " ".join(sys.argv), progress=not args.quiet)
+    ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))
+    print(f"{m['benchmark']}: accuracy {m['accuracy']:.3f} over {m['n_items']} items; {ks}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.synth.demo import run_demo
+
+    if plain or overrides:
+        raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def _train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.training.cli import cmd_train
+
+    return cmd_train(args, plain, overrides)
+
+
+COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "train": _train,
+            "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reasonsift`` console script."""
-    _load_stage_commands()
     parser = build_parser()
     # Positional arguments may come after options (score DATA --model M key=value): collect the
     # leftovers argparse did not place, but still reject unknown --options.
@@ -192,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     from reasonsift.data.records import DataError
     from reasonsift.models import ModelLoadError
 
-    handler = {**COMMANDS, **EXTRA_COMMANDS}[args.command]
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    handler = COMMANDS[args.command]
     try:
         return handler(args, plain, overrides)
     except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
@@ -201,18 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nreasonsift {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-
-
-def _load_stage_commands() -> None:
-    """Import the stage modules that add subcommands (training, evaluation, demo) if present."""
-    import importlib
-
-    for module in ("reasonsift.training.cli", "reasonsift.evaluation.cli", "reasonsift.synth.cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
 
 
 if __name__ == "__main__":

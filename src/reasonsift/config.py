@@ -94,11 +94,29 @@ class SelectConfig:
     embedding_max_tokens: int = 2048  # embedding baseline: truncate prompt+response
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: generation and answer checking on a benchmark."""
+
+    samples: int = 1  # completions per item; pass@k is reported for k in 1, 2, 4, ... ≤ samples
+    temperature: float = 0.0  # 0 = greedy (then samples must be 1)
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    batch_size: int = 16  # prompts per generate() call
+    seed: int = 0
+    limit: int | None = None  # evaluate only the first N items
+    system_prompt: str | None = None  # must match the one used for training, if any
+    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"
+
+
+
+
 CONFIG_SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "score": ScoreConfig,
     "select": SelectConfig,
+    "evaluate": EvalConfig,
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import gsm8k_lines
 
 # Short sequences and tiny batches keep every run_training call to a second or two on CPU.
-FAST = ["train.max_length=160", "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=2",
+FAST = ["train.max_length=256", "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=2",
         "train.learning_rate=1e-3", "train.logging_steps=1", "train.warmup_ratio=0"]
 
 

@@ -134,9 +134,11 @@ def test_cli_train_with_cft_yaml_and_overrides(tiny_model_dir, cft_data, tmp_pat
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli_out"
-    args = parser.parse_args(["train", str(cft_data), "--model", str(tiny_model_dir), "--out", str(out),
-                              "--config", str(yaml_file), "--quiet", "train.learning_rate=1e-3", "--limit", "6"])
-    plain, overrides = _split_overrides(args.args)
+    # as reasonsift.cli.main parses: positionals may follow options
+    args, extra = parser.parse_known_args(["train", str(cft_data), "--model", str(tiny_model_dir), "--out", str(out),
+                                           "--config", str(yaml_file), "--quiet", "train.learning_rate=1e-3",
+                                           "--limit", "6"])
+    plain, overrides = _split_overrides(list(args.args) + extra)
     assert cmd_train(args, plain, overrides) == 0
     assert "trained cft for 1 steps on 6 examples" in capsys.readouterr().out
     report = json.loads((out / "train_report.json").read_text())

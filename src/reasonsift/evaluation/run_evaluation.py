@@ -11,15 +11,14 @@ resumes where it stopped (items already in the file are skipped).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from reasonsift.config import config_to_dict, register_section
+from reasonsift.config import EvalConfig, config_to_dict
 from reasonsift.data.render import prompt_text
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.benchmarks import load_benchmark
@@ -29,22 +28,6 @@ from reasonsift.runfolder import save_config, write_json_atomic
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Generation and scoring of a benchmark."""
-
-    samples: int = 1  # completions per item; pass@k is reported for k in 1, 2, 4, ... ≤ samples
-    temperature: float = 0.0  # 0 = greedy (then samples must be 1)
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    batch_size: int = 16  # prompts per generate() call
-    seed: int = 0
-    limit: int | None = None  # evaluate only the first N items
-    system_prompt: str | None = None  # must match the one used for training, if any
-    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"
-
-
-register_section("evaluate", EvalConfig)
 
 
 def _done_items(path: Path) -> dict[str, dict[str, Any]]:
@@ -94,8 +77,8 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     results_path = out / "results.jsonl"
     done = _done_items(results_path)
     todo = [it for it in items if it["id"] not in done]
+    model = load_model(model_path, mc)  # first: a folder without weights is the likelier mistake
     tokenizer = load_tokenizer(model_path, mc.trust_remote_code)
-    model = load_model(model_path, mc)
     torch.manual_seed(cfg.seed)
     from tqdm.auto import tqdm
 

@@ -68,7 +68,8 @@ def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, progress
 
 
 def _evaluate(model: Path, bench: Path, size: DemoSize, progress: bool) -> list[dict[str, Any]]:
-    from reasonsift.evaluation.run_evaluation import EvalConfig, run_evaluation
+    from reasonsift.config import EvalConfig
+    from reasonsift.evaluation.run_evaluation import run_evaluation
 
     cfg = EvalConfig(max_new_tokens=size.max_new_tokens, batch_size=64, answer_kind="text")
     run_evaluation(str(model), str(bench), {"evaluate": cfg, "model": ModelConfig(model=str(model))},
