@@ -54,7 +54,6 @@ def cft_data(train_data: Path, tokenizer: Any, tmp_path: Path) -> Path:
     lengths = list(response_lengths(tokenizer, train_data).values())
     rows = [json.loads(line) for line in train_data.read_text().splitlines()]
     path = tmp_path / "cft.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for row, n in zip(rows, lengths):
-            f.write(json.dumps({**row, "critical_mask": [int(rng.random() < 0.25) for _ in range(n)]}) + "\n")
+    path.write_text("".join(json.dumps({**row, "critical_mask": [int(rng.random() < 0.25) for _ in range(n)]}) + "\n"
+                            for row, n in zip(rows, lengths)), encoding="utf-8")
     return path

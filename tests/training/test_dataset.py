@@ -113,7 +113,7 @@ def test_cft_examples_without_critical_tokens_are_dropped(cft_data, tokenizer, t
 
 
 def test_prefix_upft_examples(train_data, tokenizer):
-    cfg = dict(objective="prefix", prefix_tokens=5, prefix_fraction=0.5, seed=3)
+    cfg = {"objective": "prefix", "prefix_tokens": 5, "prefix_fraction": 0.5, "seed": 3}
     ds, stats = build(train_data, tokenizer, **cfg)
     chosen = choose_prefix_examples(8, 0.5, 3)
     assert stats["prefix_examples"] == len(chosen) == 4
@@ -139,7 +139,10 @@ def test_a_few_steps_lower_the_nll_on_loss_tokens(tiny_model_dir, cft_data, toke
 
     ds, _ = build(cft_data, tokenizer, objective=objective, max_length=96, prefix_tokens=8)
     width = max(len(r) for r in ds["input_ids"])
-    pad = lambda col, v: torch.tensor([r + [v] * (width - len(r)) for r in ds[col]])  # noqa: E731
+
+    def pad(col: str, value: int) -> torch.Tensor:  # (N, width) right-padded
+        return torch.tensor([r + [value] * (width - len(r)) for r in ds[col]])
+
     ids, labels = pad("input_ids", tokenizer.pad_token_id), pad("labels", IGNORE_INDEX)
     attn = pad("attention_mask", 0)
     model = load_model(str(tiny_model_dir)).train()

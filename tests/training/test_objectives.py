@@ -80,7 +80,8 @@ def test_prefix_cut_is_a_mean_over_the_first_tokens_only():
     prefix[:, 3:5] = True  # the two response tokens after a 3-token prompt
     nll, mask = reference_nll(logits, ids, prefix)
     expected = (nll * mask).sum() / 4
-    assert objective_loss(logits, labels_from(ids, prefix), "prefix").item() == pytest.approx(expected.item(), rel=1e-5)
+    got = objective_loss(logits, labels_from(ids, prefix), "prefix")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("objective", ["sft", "dft"])

@@ -31,7 +31,10 @@ def dataset_loss(model_dir, data, configs) -> float:
     tok = load_tokenizer(str(model_dir))
     ds, _ = build_train_dataset(str(data), tok, configs["data"], configs["train"])
     width = max(len(r) for r in ds["input_ids"])
-    pad = lambda col, v: torch.tensor([r + [v] * (width - len(r)) for r in ds[col]])  # noqa: E731
+
+    def pad(col: str, value: int) -> torch.Tensor:  # (N, width) right-padded
+        return torch.tensor([r + [value] * (width - len(r)) for r in ds[col]])
+
     with torch.no_grad():
         logits = load_model(str(model_dir))(input_ids=pad("input_ids", tok.pad_token_id),
                                             attention_mask=pad("attention_mask", 0)).logits
@@ -145,3 +148,23 @@ def test_cli_train_with_cft_yaml_and_overrides(tiny_model_dir, cft_data, tmp_pat
     assert 0.1 < report["dataset"]["loss_token_fraction"] < 0.4
     saved = load_config(["data", "model", "train"], out / "config.yaml")
     assert saved["train"].objective == "cft" and saved["train"].learning_rate == 1e-3 and saved["data"].limit == 6
+
+
+def test_model_card_names_a_reasonsift_subset(tmp_path):
+    from reasonsift.training.run_training import model_card
+
+    run = tmp_path / "runs" / "pool"
+    run.mkdir(parents=True)
+    (run / "selected.jsonl").write_text("{}\n")
+    (run / "report.json").write_text(json.dumps({"input": "pool.jsonl", "selection": {"n_selected": 3,
+                                                                                      "method": "temp"}}))
+    stats = {"examples": 3, "tokens": {"input": 900, "loss": 120}, "loss_token_fraction": 0.12,
+             "loss_token_fraction_of_full_responses": 0.1, "prefix_examples": 0}
+    report = {"base_model": "Qwen/Qwen2.5-7B-Instruct", "data": str(run / "selected.jsonl"), "out": "ckpt/x",
+              "dataset": stats, "steps": 5, "epochs": 1.0, "final_loss": 0.5}
+    configs = make_configs("Qwen/Qwen2.5-7B-Instruct", "train.objective=cft")
+    card = model_card(report, configs)
+    assert f"reasonsift selection from run `{run}`: 3 examples chosen with `temp` from `pool.jsonl`" in card
+    assert "12.0% of the response tokens" in card and "`cft`" in card
+    report["data"] = str(tmp_path / "other.jsonl")
+    assert "reasonsift selection" not in model_card(report, configs)

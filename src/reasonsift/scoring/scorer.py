@@ -59,6 +59,18 @@ def pack_plan(lengths: list[int], batch_tokens: int, max_examples: int) -> list[
     return bins
 
 
+# Without a varlen kernel (SDPA, eager) a packed row gets a dense (T x T) block-diagonal mask, so
+# attention costs (Σ L)² instead of Σ L²: past a few thousand tokens per bin that dominates the
+# forward. FlashAttention's varlen path has no such cost and keeps the full token budget.
+DENSE_MASK_MAX_TOKENS = 2048
+
+
+def packed_token_limit(model: torch.nn.Module, batch_tokens: int) -> int:
+    """Tokens per packed bin for this model's attention implementation."""
+    impl = str(getattr(model.config, "_attn_implementation", "sdpa") or "sdpa")
+    return batch_tokens if "flash" in impl else min(batch_tokens, DENSE_MASK_MAX_TOKENS)
+
+
 def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     return model.get_decoder(), model.get_output_embeddings()
 
@@ -99,6 +111,7 @@ def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 1
     """
     out: list[np.ndarray | None] = [None] * len(items)
     lengths = [it.length for it in items]
+    batch_tokens = packed_token_limit(model, batch_tokens)
     pending = pack_plan(lengths, batch_tokens, max_examples)
     bar = None
     if progress:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reasonsift.scoring.scorer import Item, pack_plan
+from reasonsift.scoring.scorer import Item, pack_plan, packed_token_limit
 
 
 @torch.inference_mode()
@@ -20,7 +20,7 @@ def embed_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 8
     device = next(model.parameters()).device
     decoder = model.get_decoder()
     out = np.zeros((len(items), model.config.hidden_size), dtype=np.float32)
-    bins = pack_plan([it.length for it in items], batch_tokens, max_examples=256)
+    bins = pack_plan([it.length for it in items], packed_token_limit(model, batch_tokens), max_examples=256)
     from tqdm.auto import tqdm
 
     for group in tqdm(bins, desc="embedding", unit="batch", disable=not progress, leave=False):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -48,6 +49,8 @@ def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     configs = load_config(["data", "model", "train"], args.config,
                           _data_overrides(args) + _train_overrides(args) + overrides)
     report = run_training(data, configs, args.out, " ".join(sys.argv), progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate/torchrun only the first process reports
     final = report["final_loss"]
     print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
           f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "

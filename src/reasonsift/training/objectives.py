@@ -58,7 +58,7 @@ def per_token_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str) -
 
 
 def objective_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str,
-                   num_items: torch.Tensor | int | float | None = None) -> torch.Tensor:
+                   num_items: torch.Tensor | float | None = None) -> torch.Tensor:
     """Scalar training loss: sum of per-token losses / number of loss tokens.
 
     Args:

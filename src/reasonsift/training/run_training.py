@@ -42,8 +42,8 @@ from reasonsift.training.objectives import make_compute_loss_func
 
 logger = logging.getLogger(__name__)
 
-# Keys that may change between an interrupted run and its resume (they do not change what is trained).
 MANIFEST = "train_manifest.json"  # data path + resolved config of the run that wrote the checkpoints
+# train.* keys that may change between an interrupted run and its resume (they do not change what is trained).
 RESUMABLE_CHANGES = {"resume", "save_steps", "save_total_limit", "logging_steps", "max_steps", "num_train_epochs"}
 
 
@@ -65,6 +65,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.warmup_ratio: {cfg.warmup_ratio} is not in [0, 1)")
     if cfg.max_length < 2 or cfg.per_device_train_batch_size < 1 or cfg.gradient_accumulation_steps < 1:
         raise ConfigError("train.max_length must be >= 2 and batch size / accumulation steps >= 1")
+    if cfg.mask_file and cfg.objective != "cft":
+        logger.warning("train.mask_file is set but objective is %s: the mask is not used", cfg.objective)
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -123,6 +125,7 @@ def _sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
         report_to="none", disable_tqdm=not progress, max_length=cfg.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},  # our input_ids/labels are used as they are
         packing=False, padding_free=False, dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # without it a CPU-only torchrun/accelerate launch does not use DDP
         # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults it to True: set it explicitly).
         **{"activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
            else "gradient_checkpointing": cfg.gradient_checkpointing},
@@ -163,11 +166,22 @@ def _subset_note(data: str) -> str:
             f"chosen with `{sel.get('method', '?')}` from `{read_json(report).get('input', '?')}`\n")
 
 
+def _loss_share(stats: dict[str, Any]) -> str:
+    """One line on how many tokens carry loss (prefix: also how many examples were cut)."""
+    line = (f"{stats['tokens']['loss']:,} loss tokens per epoch, {100 * stats['loss_token_fraction']:.1f}% of the "
+            f"response tokens in the inputs ({100 * stats['loss_token_fraction_of_full_responses']:.1f}% of the full "
+            "responses)")
+    return line + (f"; {stats['prefix_examples']} examples trained on their prefix" if stats["prefix_examples"] else "")
+
+
 def model_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
     """The OUT/README.md model card."""
     cfg: TrainConfig = configs["train"]
     hp = "\n".join(f"| {k} | {v} |" for k, v in config_to_dict({"train": cfg})["train"].items())
     final = report.get("final_loss")
+    ds = report["dataset"]
+    adaptation = (f"LoRA (r={cfg.lora_r}, alpha={cfg.lora_alpha}), merged into these weights; adapter in `adapter/`"
+                  if cfg.lora else "full fine-tuning")
     return f"""---
 library_name: transformers
 tags: [reasonsift, {cfg.objective}{', lora' if cfg.lora else ''}]
@@ -176,9 +190,9 @@ base_model: {report['base_model']}
 # {Path(report['out']).name}: `{report['base_model']}` fine-tuned with reasonsift ({cfg.objective})
 
 - **Base model**: `{report['base_model']}`
-- **Data**: `{report['data']}` ({report['dataset']['examples']} examples trained, {report['dataset']['tokens']['input']:,} tokens per epoch)
-{_subset_note(report['data'])}- **Objective**: `{cfg.objective}`; {100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss
-- **Adaptation**: {'LoRA (r=%d, alpha=%d), merged into these weights; adapter in `adapter/`' % (cfg.lora_r, cfg.lora_alpha) if cfg.lora else 'full fine-tuning'}
+- **Data**: `{report['data']}` ({ds['examples']} examples trained, {ds['tokens']['input']:,} tokens per epoch)
+{_subset_note(report['data'])}- **Objective**: `{cfg.objective}`; {_loss_share(ds)}
+- **Adaptation**: {adaptation}
 - **Steps**: {report['steps']} optimizer steps, {report['epochs']:.2f} epochs
 - **Final train loss** (last logged): {'n/a' if final is None else f'{final:.4f}'}
 - **Command**: `{report.get('command', '')}`
@@ -195,6 +209,7 @@ The loss is the mean per-token loss over loss tokens of each accumulated batch (
 
 def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resumed: Path | None,
             command: str, wall: float) -> dict[str, Any]:
+    """train_report.json: steps, loss curve, dataset accounting; tokens_trained = per-epoch counts x epochs."""
     state = trainer.state
     curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in e}
              for e in state.log_history if "loss" in e]
@@ -211,7 +226,6 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
 def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT)."""
-    from accelerate import PartialState
     from trl import SFTTrainer
 
     cfg: TrainConfig = configs["train"]
@@ -232,15 +246,15 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
                 model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
                 cfg.objective)
     model = _load(model_cfg.model, model_cfg, cfg, bf16)
-    if PartialState().is_main_process:
-        save_config(out / "config.yaml", manifest["configs"], command)
-        write_json_atomic(out / MANIFEST, manifest)
     with warnings.catch_warnings():
         # TRL 1.16 deprecates compute_loss_func in favour of subclassing; it is the hook HF documents.
         warnings.filterwarnings("ignore", message=".*compute_loss_func.*", category=FutureWarning)
         trainer = SFTTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
                              processing_class=tokenizer, compute_loss_func=make_compute_loss_func(cfg.objective),
                              peft_config=_peft_config(cfg) if cfg.lora else None)
+    if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
+        save_config(out / "config.yaml", manifest["configs"], command)
+        write_json_atomic(out / MANIFEST, manifest)
     if not progress:
         from transformers import PrinterCallback
 
