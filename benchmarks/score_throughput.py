@@ -66,6 +66,11 @@ MODEL_CONFIGS = {
                    num_key_value_heads=4, intermediate_size=18944, max_position_embeddings=32768,
                    rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False,
                    vocab_size=152064, pad_token_id=0),
+    # Qwen2 architecture (GQA, qkv biases) at tiny7m's size: runs the qwen7b code path on a CPU.
+    "qwen-mini": dict(model_type="qwen2", hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=1024, max_position_embeddings=2048,
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False,
+                      pad_token_id=0),
 }
 VARIANTS = ("naive", "padded8", "reasonsift")
 
@@ -141,21 +146,33 @@ def reasonsift_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int
     return [float(x.mean()) for x in nll]
 
 
+def scorer_layout(model: torch.nn.Module, batch_tokens: int) -> str:
+    """How the installed scorer lays out bins for this model (it may cap the budget per attention kernel)."""
+    from reasonsift.scoring import scorer
+
+    impl = model.config._attn_implementation
+    if hasattr(scorer, "packs") and not scorer.packs(model):
+        return f"{impl}, padded batches of <= {batch_tokens:,} tokens"
+    limit = scorer.packed_token_limit(model, batch_tokens) if hasattr(scorer, "packed_token_limit") else batch_tokens
+    return f"{impl}, packed bins of <= {limit:,} tokens"
+
+
 RUNNERS: dict[str, Callable[[torch.nn.Module, list[Item], int], list[float]]] = {
     "naive": naive_loop, "padded8": padded_loop, "reasonsift": reasonsift_loop}
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5) -> float:
-    """Measured FLOP/s of one large square ``torch.mm`` (median of ``reps``) on this device/threads."""
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5, inner: int = 1) -> float:
+    """Measured FLOP/s of a large square ``torch.mm`` (median of ``reps`` timings of ``inner`` calls)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
     times = []
     for _ in range(reps):
         _sync(device)
         t = time.perf_counter()
-        torch.mm(a, b)
+        for _ in range(inner):
+            torch.mm(a, b)
         _sync(device)
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t) / inner)
     return 2 * n**3 / statistics.median(times)
 
 
@@ -241,6 +258,7 @@ def run_setting(args: argparse.Namespace, vocab: int, items: list[Item], device:
             RUNNERS[v](model, items, args.batch_tokens)
             _sync(device)
             times[v].append(time.perf_counter() - t)
+    layout = scorer_layout(model, args.batch_tokens)
     if device.type == "cuda":
         mem = {v: peak_memory_mib(lambda v=v: RUNNERS[v](model, items, args.batch_tokens), device) for v in VARIANTS}
     else:
@@ -250,7 +268,7 @@ def run_setting(args: argparse.Namespace, vocab: int, items: list[Item], device:
     scored = sum(len(it.response_ids) for it in items)
     print(f"\n== {args.model_config}, vocab {vocab:,}, {n_params / 1e6:.2f}M params, {str(dtype)[6:]}, "
           f"{device.type}, {args.threads} threads; {len(items)} examples, {tokens:,} tokens "
-          f"({scored:,} scored), {args.reps} reps, batch_tokens {args.batch_tokens:,}")
+          f"({scored:,} scored), {args.reps} reps; reasonsift: {layout}")
     print(f"{'variant':<11}{'tok/s':>10}{'median s':>10}{'min s':>8}{'peak MiB':>10}{'GFLOP/s':>9}"
           f"{'MFU(§3)':>9}{'MFU(needed)':>12}")
     rate = {}
@@ -304,11 +322,13 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     vocabs = args.vocab or ([152064] if args.model_config == "qwen7b" else [2048, 152064])
+    if args.model_config == "qwen7b" and device.type != "cuda":
+        raise SystemExit("--model-config qwen7b needs --device cuda (30 GB of fp32 weights on a CPU)")
     n = args.examples or (24 if args.quick else 1024 if device.type == "cuda" else 256)
     args.reps = args.reps or (1 if args.quick else 3)
     items = load_items(n, args.response_tokens)
     mm_n = 8192 if device.type == "cuda" else 2048
-    mm_rate = matmul_rate(device, dtype, mm_n)
+    mm_rate = matmul_rate(device, dtype, mm_n, inner=20 if device.type == "cuda" else 1)
     print(f"measured matmul rate: {mm_rate / 1e9:,.1f} GFLOP/s (torch.mm {mm_n}x{mm_n}, {str(dtype)[6:]}, "
           f"{device}, {args.threads} threads); torch {torch.__version__}")
     for vocab in vocabs:

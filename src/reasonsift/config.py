@@ -111,18 +111,61 @@ class EvalConfig:
 
 
 
+# UPFT's planning prompt, appended to the question of prefix examples (1KE-JI/UPFT scripts/train_sft.sh).
+UPFT_INSTRUCTION = (" Please provide the initial step towards resolving the question. This step may serve "
+                    "as a foundation but might not encompass the entire solution.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning with a token-level objective (``reasonsift.training``).
+
+    Defaults follow TEMP's SFT recipe (temp-method.md §3.3): lr 1e-5 cosine, 5% warmup, weight decay
+    1e-4, AdamW betas (0.9, 0.95), 2 x 8 accumulation = 16 sequences per step. Objectives
+    (token-objectives.md §2-3): sft = every response token; cft = critical tokens only (a 0/1 mask per
+    response token); dft = NLL x stop-grad(p); prefix = UPFT as its official code does it (a seeded
+    ``prefix_fraction`` of examples get ``prefix_instruction`` and a response cut to ``prefix_tokens``
+    tokens + EOS; UPFT's code default length is 32, its mixing ratio has no default: 0.5 is ours).
+    """
+
+    objective: Literal["sft", "cft", "dft", "prefix"] = "sft"
+    learning_rate: float = 1e-5
+    num_train_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 8
+    warmup_ratio: float = 0.05  # fraction of optimizer steps with linear warmup
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 1e-4
+    adam_beta2: float = 0.95  # beta1 stays 0.9
+    max_length: int = 8192  # prompt + response tokens; longer responses are cut (the prompt is kept)
+    seed: int = 42  # data order, LoRA init and the UPFT prefix draw
+    lora: bool = False  # train a LoRA adapter, then merge it into the saved model
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"  # or a comma-separated list of module names
+    mask_column: str = "critical_mask"  # cft: per-row list of 0/1 over the response tokens (eos included)
+    mask_file: str | None = None  # cft: .jsonl/.parquet with `id` + mask_column, joined by example id
+    prefix_tokens: int = 32  # prefix: response tokens kept (then EOS); UPFT's default
+    prefix_fraction: float = 0.5  # prefix: share of examples trained on the prefix only
+    prefix_instruction: str = UPFT_INSTRUCTION  # prefix: appended to the prompt of prefix examples
+    save_steps: int = 500  # checkpoint every N optimizer steps (the resume granularity)
+    save_total_limit: int | None = 2  # keep the newest N checkpoints (each holds optimizer state)
+    logging_steps: int = 10
+    bf16: str = "auto"  # auto: bf16 mixed precision on GPUs that support it, fp32 on CPU; or true/false
+    gradient_checkpointing: bool = False
+    resume: bool = True  # continue from OUT/checkpoint-* when present
+
+
 CONFIG_SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "score": ScoreConfig,
     "select": SelectConfig,
+    "train": TrainConfig,
     "evaluate": EvalConfig,
 }
-
-
-def register_section(name: str, cls: type) -> None:
-    """Add a stage's config class (training/evaluation modules call this at import)."""
-    CONFIG_SECTIONS[name] = cls
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -2,8 +2,10 @@
 
 Per-token negative log-likelihood in natural log, computed in fp32 as ``logsumexp(logits) -
 logits[target]``. Scoring calls ``token_nll`` on the hidden states of the scored positions only (the
-LM head is applied in chunks, so the full [tokens x vocab] fp32 logits never exist); training calls
-``masked_token_nll`` on the logits of a batch. Both end in ``nll_from_logits``, so the loss a
+LM head is applied in chunks, so the full [tokens x vocab] fp32 logits never exist); training asks
+the model for logits at its loss positions only and calls ``nll_from_logits`` on them
+(``reasonsift.training.objectives``); ``masked_token_nll`` is the plain full-logits form, used by the
+reference scoring path and the direction fine-tune. All end in ``nll_from_logits``, so the loss a
 selection decision is based on is exactly the loss training minimises.
 """
 

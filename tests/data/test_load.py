@@ -380,3 +380,13 @@ def test_unreachable_hub_id(monkeypatch):
 def test_limit_stops_early(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
     assert [ex.prompt for ex in examples(path, limit=3)] == ["q0", "q1", "q2"]
+
+
+def test_alpaca_instruction_and_input_form_the_prompt():
+    from reasonsift.data.load import RawRow, to_example
+
+    row = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
+    ex = to_example(RawRow(0, "x", "", row))
+    assert ex.prompt == "Add the numbers.\n\n2 and 3" and ex.response == "5"
+    row["input"] = ""
+    assert to_example(RawRow(0, "x", "", row)).prompt == "Add the numbers."

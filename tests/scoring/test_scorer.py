@@ -1,4 +1,4 @@
-"""The packed fast path against a plain per-example HF forward with ``labels=`` (the oracle)."""
+"""The fast path (packed rows and padded batches) against a plain per-example HF forward with ``labels=``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from reasonsift.data.load import RawRow, to_example
 from reasonsift.data.render import tokenize_example
 from reasonsift.scoring import scorer
-from reasonsift.scoring.scorer import Item, pack_plan, score_items, score_reference, self_check
+from reasonsift.scoring.scorer import Item, pack_plan, padded_plan, score_items, score_reference, self_check
 from tests.conftest import gsm8k_lines
 
 
@@ -40,14 +40,15 @@ def hf_mean_loss(model, item: Item, n: int) -> float:
         return float(model(input_ids=ids, labels=labels).loss)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
 @pytest.mark.parametrize("n", [100, 1000])
-def test_fast_path_matches_hf_labels_loss(model_and_items, n):
+def test_fast_path_matches_hf_labels_loss(model_and_items, n, packed):
     model, items = model_and_items
     lengths = {len(it.response_ids) for it in items}
     assert min(lengths) < 5 and max(lengths) > 100  # mixed lengths, some responses shorter than N
     # Small token budget and LM-head chunk: several bins, and chunk edges inside sequences.
     nll = score_items(model, [Item(it.prompt_ids, it.response_ids[:n]) for it in items],
-                      batch_tokens=600, max_examples=5, chunk=7)
+                      batch_tokens=600, max_examples=5, chunk=7, packed=packed)
     for it, x in zip(items, nll):
         assert len(x) == min(n, len(it.response_ids))
         assert abs(float(x.mean()) - hf_mean_loss(model, it, n)) < 1e-4
@@ -61,42 +62,46 @@ def test_one_long_pass_gives_the_short_window(model_and_items):
         np.testing.assert_allclose(a[:20], b, atol=1e-5)
 
 
-def test_result_does_not_depend_on_bin_composition(model_and_items):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
+def test_result_does_not_depend_on_bin_composition(model_and_items, packed):
     model, items = model_and_items
-    a = score_items(model, items, batch_tokens=300, max_examples=2, chunk=3)
-    b = score_items(model, items, batch_tokens=100_000, max_examples=100, chunk=4096)
+    a = score_items(model, items, batch_tokens=300, max_examples=2, chunk=3, packed=packed)
+    b = score_items(model, items, batch_tokens=100_000, max_examples=100, chunk=4096, packed=packed)
     ref = score_reference(model, items)
     for x, y, r in zip(a, b, ref):
         np.testing.assert_allclose(x, y, atol=1e-5)
         np.testing.assert_allclose(x, r, atol=1e-5)
 
 
-def test_pack_plan_covers_every_item_once_within_budget():
+def test_plans_cover_every_item_once_within_budget():
     lengths = [5, 300, 17, 120, 120, 64, 1, 999, 40]
-    bins = pack_plan(lengths, batch_tokens=200, max_examples=3)
-    flat = sorted(i for b in bins for i in b)
-    assert flat == list(range(len(lengths)))
-    for b in bins:
-        assert len(b) <= 3
-        assert sum(lengths[i] for i in b) <= 200 or len(b) == 1  # an oversize item sits alone
-    assert bins == pack_plan(lengths, batch_tokens=200, max_examples=3)  # deterministic
+    for plan, cost in ((pack_plan, lambda b: sum(lengths[i] for i in b)),
+                       (padded_plan, lambda b: len(b) * max(lengths[i] for i in b))):
+        bins = plan(lengths, 200, 3)
+        assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+        for b in bins:
+            assert len(b) <= 3
+            assert cost(b) <= 200 or len(b) == 1  # an oversize item sits alone
+        assert bins == plan(lengths, 200, 3)  # deterministic
 
 
-def test_out_of_memory_splits_the_bin(model_and_items, monkeypatch):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
+def test_out_of_memory_lowers_the_budget_for_good(model_and_items, monkeypatch, packed):
     model, items = model_and_items
     real = scorer.score_bin
-    calls = []
+    fits, failed = [], []
 
-    def flaky(model_, group, chunk=4096):
-        calls.append(len(group))
-        if len(group) > 2:
+    def memory_limited(model_, group, chunk=4096, packed_=True):
+        size = sum(it.length for it in group) if packed_ else len(group) * max(it.length for it in group)
+        if size > 700 and len(group) > 1:  # a device that holds 700 tokens per forward
+            failed.append(size)
             raise torch.OutOfMemoryError("simulated")
-        return real(model_, group, chunk)
+        fits.append(size)
+        return real(model_, group, chunk, packed_)
 
-    monkeypatch.setattr(scorer, "score_bin", flaky)
-    got = score_items(model, items, batch_tokens=100_000, max_examples=100)
-    first_ok = next(i for i, c in enumerate(calls) if c <= 2)
-    assert calls[0] > 2 and all(c <= 2 for c in calls[first_ok:])  # the lowered budget sticks
+    monkeypatch.setattr(scorer, "score_bin", memory_limited)
+    got = score_items(model, items, batch_tokens=100_000, max_examples=100, packed=packed)
+    assert failed and len(failed) <= 6  # the lowered budget sticks: no failure on every later bin
     for x, r in zip(got, score_reference(model, items)):
         np.testing.assert_allclose(x, r, atol=1e-5)
 

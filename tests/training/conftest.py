@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: small GSM8K files (with and without CFT masks) and config helpers."""
+"""Fixtures for the training tests: small GSM8K files (with and without CFT masks), config and loss helpers."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ FAST = ["train.max_length=256", "train.per_device_train_batch_size=2", "train.gr
 
 def make_configs(model_dir: Path, *overrides: str) -> dict[str, Any]:
     """Resolved data/model/train configs as ``reasonsift train`` would build them."""
-    import reasonsift.training.config  # noqa: F401 - registers the train: section
     from reasonsift.config import load_config
 
     return load_config(["data", "model", "train"], None, [f"model.model={model_dir}", *FAST, *overrides])
+
+
+def full_sequence_loss(logits: Any, labels: Any, objective: str, num_items: Any = None) -> Any:
+    """``objective_loss`` from full (B, T, V) logits and unshifted (B, T) labels, as the trainer gathers them."""
+    from reasonsift.training.objectives import loss_positions, objective_loss
+
+    keep, targets = loss_positions(labels)  # (K,), (B, K)
+    return objective_loss(logits[:, keep], targets, objective, num_items)
 
 
 def response_lengths(tokenizer: Any, path: Path) -> dict[str, int]:

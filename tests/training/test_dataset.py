@@ -15,9 +15,9 @@ from reasonsift.config import DataConfig
 from reasonsift.data.load import iter_examples
 from reasonsift.data.records import DataError
 from reasonsift.data.render import IGNORE_INDEX, tokenize_example
-from reasonsift.training.config import UPFT_INSTRUCTION, TrainConfig
+from reasonsift.config import UPFT_INSTRUCTION, TrainConfig
 from reasonsift.training.dataset import build_train_dataset, choose_prefix_examples
-from reasonsift.training.objectives import objective_loss
+from tests.training.conftest import full_sequence_loss
 
 
 def examples(path):
@@ -150,8 +150,8 @@ def test_a_few_steps_lower_the_nll_on_loss_tokens(tiny_model_dir, cft_data, toke
     nll = []
     for _ in range(6):
         logits = model(input_ids=ids, attention_mask=attn).logits
-        loss = objective_loss(logits, labels, objective)
-        nll.append(objective_loss(logits.detach(), labels, "sft").item())
+        loss = full_sequence_loss(logits, labels, objective)
+        nll.append(full_sequence_loss(logits.detach(), labels, "sft").item())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,9 +1,12 @@
-"""End to end through TRL: the logged loss is ours, checkpoints load plainly, LoRA merges, resume, errors."""
+"""End to end through TRL: the logged loss is ours, the LM head runs on loss positions only, checkpoints
+load plainly, LoRA merges, resume, errors."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,9 +16,9 @@ from reasonsift.data.records import DataError
 from reasonsift.data.render import IGNORE_INDEX
 from reasonsift.models import ModelLoadError, load_model
 from reasonsift.training.dataset import build_train_dataset
-from reasonsift.training.objectives import objective_loss
-from reasonsift.training.run_training import run_training
-from tests.training.conftest import make_configs
+from reasonsift.training.run_training import _sft_config, run_training
+from reasonsift.training.trainer import ObjectiveTrainer
+from tests.training.conftest import full_sequence_loss, make_configs
 
 
 def load_plain(path):
@@ -25,7 +28,7 @@ def load_plain(path):
 
 
 def dataset_loss(model_dir, data, configs) -> float:
-    """The objective over the whole dataset at the initial weights, one padded batch."""
+    """The objective over the whole dataset at the initial weights, one padded batch, from full logits."""
     from reasonsift.models import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
@@ -38,7 +41,7 @@ def dataset_loss(model_dir, data, configs) -> float:
     with torch.no_grad():
         logits = load_model(str(model_dir))(input_ids=pad("input_ids", tok.pad_token_id),
                                             attention_mask=pad("attention_mask", 0)).logits
-    return objective_loss(logits, pad("labels", IGNORE_INDEX), configs["train"].objective).item()
+    return full_sequence_loss(logits, pad("labels", IGNORE_INDEX), configs["train"].objective).item()
 
 
 @pytest.mark.parametrize("objective", ["dft", "cft"])
@@ -51,6 +54,65 @@ def test_logged_loss_is_our_objective_over_the_accumulated_batch(tiny_model_dir,
     report = run_training(str(cft_data), configs, tmp_path / "out", progress=False)
     assert report["steps"] == 1
     assert report["loss_curve"][0]["loss"] == pytest.approx(dataset_loss(tiny_model_dir, cft_data, configs), rel=1e-4)
+
+
+def test_lm_head_runs_on_loss_positions_only(tiny_model_dir, cft_data, tmp_path):
+    # One example per micro-batch: the LM head must see exactly the positions whose next label is a
+    # (critical) loss token, not the prompt or the non-critical response tokens.
+    from reasonsift.models import load_tokenizer
+
+    configs = make_configs(tiny_model_dir, "train.objective=cft", "train.max_steps=1",
+                           "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=8")
+    cfg = configs["train"]
+    tok = load_tokenizer(str(tiny_model_dir))
+    ds, _ = build_train_dataset(str(cft_data), tok, configs["data"], cfg)
+    model = load_model(str(tiny_model_dir))
+    rows = []  # LM-head input rows per forward
+    model.lm_head.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[:-1].numel()))
+    trainer = ObjectiveTrainer(model=model, args=_sft_config(cfg, tmp_path / "out", False, False), train_dataset=ds,
+                               processing_class=tok)
+    trainer.objective = cfg.objective
+    trainer.train()
+    loss_tokens = [sum(t != IGNORE_INDEX for t in labels[1:]) for labels in ds["labels"]]
+    assert sorted(rows) == sorted(loss_tokens)  # one forward per micro-batch, no metrics forward
+    assert sum(rows) < 0.5 * sum(len(ids) for ids in ds["input_ids"])
+    assert not trainer.full_logits
+
+
+class NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no logits_to_keep (and no **kwargs); counts its calls."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        self.calls += 1
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_model_without_logits_to_keep_falls_back_to_full_logits_once(tiny_model_dir, caplog):
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 500, (2, 12), generator=gen)
+    labels = ids.clone()
+    labels[0, :5] = labels[1, :8] = IGNORE_INDEX
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    model = load_model(str(tiny_model_dir))
+    # compute_loss reads only these attributes of the trainer when training on one process
+    fake = SimpleNamespace(objective="dft", full_logits=False,
+                           args=SimpleNamespace(average_tokens_across_devices=False))
+    expected = ObjectiveTrainer.compute_loss(fake, model, dict(inputs))
+    assert not fake.full_logits
+    wrapped = NoLogitsToKeep(model)
+    with caplog.at_level(logging.WARNING, logger="reasonsift.training.trainer"):
+        first = ObjectiveTrainer.compute_loss(fake, wrapped, dict(inputs))
+        second = ObjectiveTrainer.compute_loss(fake, wrapped, dict(inputs))
+    assert fake.full_logits and wrapped.calls == 2  # the rejected call never reached forward; no retry later
+    assert sum("does not accept a tensor logits_to_keep" in r.message for r in caplog.records) == 1
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+    assert expected.item() == pytest.approx(full_sequence_loss(model(input_ids=ids).logits, labels, "dft").item(),
+                                            rel=1e-5)
 
 
 def test_full_run_writes_a_plain_hf_folder(tiny_model_dir, train_data, tmp_path):
@@ -73,11 +135,14 @@ def test_full_run_writes_a_plain_hf_folder(tiny_model_dir, train_data, tmp_path)
     assert again["train"] == configs["train"] and again["model"] == configs["model"]
 
 
-def test_lora_run_saves_merged_model_and_adapter(tiny_model_dir, train_data, tmp_path):
+def test_lora_run_saves_merged_model_and_adapter(tiny_model_dir, train_data, tmp_path, caplog):
     out = tmp_path / "lora"
     configs = make_configs(tiny_model_dir, "train.lora=true", "train.max_steps=2", "train.lora_r=4",
                            "train.learning_rate=1e-2")
-    run_training(str(train_data), configs, out, progress=False)
+    with caplog.at_level(logging.WARNING, logger="reasonsift.training.trainer"):
+        run_training(str(train_data), configs, out, progress=False)
+    # logits_to_keep got through the PEFT wrapper (no full-logits fallback warning)
+    assert not [r for r in caplog.records if r.name == "reasonsift.training.trainer"]
     assert (out / "adapter" / "adapter_config.json").exists()
     trained, base = load_plain(out), load_plain(tiny_model_dir)
     assert type(trained).__name__ == "LlamaForCausalLM"  # a plain model, no peft wrapper needed

@@ -291,6 +291,8 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
             raise BadRow(f"unknown schema: no prompt column among {', '.join(PROMPT_KEYS + CHAT_KEYS)} "
                          f"(columns: {', '.join(sorted(row))}); pass --field prompt=COL")
         prompt = _required(row, prompt_key)
+        if prompt_key == "instruction" and isinstance(row.get("input"), str) and row["input"].strip():
+            prompt = f"{prompt}\n\n{row['input']}"  # Alpaca: the input belongs to the prompt
         reasoning_key = fields.get("reasoning") or (None if "response" in fields else _first(row, REASONING_KEYS))
         if reasoning_key is not None:
             final_key = fields.get("answer") or _first(row, FINAL_KEYS)

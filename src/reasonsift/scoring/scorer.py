@@ -1,14 +1,15 @@
-"""Per-token NLL of the first N response tokens: a fast packed path and the plain reference path.
+"""Per-token NLL of the first N response tokens: a fast path and the plain reference path.
 
 Fast path (scoring-performance.md §2, §8):
-- sequences are sorted by length and packed first-fit-decreasing into bins of ``batch_tokens``;
-- one bin is one forward of the decoder on a single padding-free row, with ``position_ids``
-  restarting at 0 per sequence, ``attention_mask=None`` and ``use_cache=False`` — the combination
-  under which transformers builds a block-diagonal mask (with a cache it silently attends across
-  sequences: trap 1, 0.49 nats of error);
+- sequences are sorted by length and grouped into bins of ``batch_tokens``;
+- with a varlen attention kernel (FlashAttention) a bin is one padding-free packed row, with
+  ``position_ids`` restarting at 0 per sequence, ``attention_mask=None`` and ``use_cache=False`` —
+  the combination under which transformers isolates the sequences (with a cache it silently
+  attends across them: trap 1, 0.49 nats of error). Without one (SDPA, eager) the packed row would
+  need a dense (T x T) mask, so a bin is a length-sorted, right-padded batch instead;
 - the LM head runs only on the hidden states of scored positions, in chunks, with an fp32
   log-sum-exp (``reasonsift.loss.token_nll``): no [tokens x vocab] logits;
-- on out-of-memory the token budget is halved and the rest re-packed, instead of crashing.
+- on out-of-memory the token budget is halved and the rest re-planned, instead of crashing.
 
 The reference path is what a user would write (one ``model(input_ids)`` per example) and stays as
 the test oracle; ``self_check`` compares both on real data before a run trusts the fast path.
@@ -59,60 +60,95 @@ def pack_plan(lengths: list[int], batch_tokens: int, max_examples: int) -> list[
     return bins
 
 
-# Without a varlen kernel (SDPA, eager) a packed row gets a dense (T x T) block-diagonal mask, so
-# attention costs (Σ L)² instead of Σ L²: past a few thousand tokens per bin that dominates the
-# forward. FlashAttention's varlen path has no such cost and keeps the full token budget.
-DENSE_MASK_MAX_TOKENS = 2048
+def uses_packing(model: torch.nn.Module) -> bool:
+    """Pack sequences into one row only when attention has a varlen kernel (FlashAttention).
+
+    Under SDPA or eager attention a packed row gets a dense (T x T) block-diagonal mask, so attention
+    costs (Σ L)² instead of Σ L²; there, length-sorted padded batches are cheaper (sorting keeps the
+    padding small) and are used instead.
+    """
+    return "flash" in str(getattr(model.config, "_attn_implementation", "") or "")
 
 
-def packed_token_limit(model: torch.nn.Module, batch_tokens: int) -> int:
-    """Tokens per packed bin for this model's attention implementation."""
-    impl = str(getattr(model.config, "_attn_implementation", "sdpa") or "sdpa")
-    return batch_tokens if "flash" in impl else min(batch_tokens, DENSE_MASK_MAX_TOKENS)
+def _hidden_packed(decoder: torch.nn.Module, seqs: list[list[int]], device: torch.device
+                   ) -> tuple[torch.Tensor, list[int]]:
+    """One padding-free row; returns (T_total, d) hidden states and each sequence's start row."""
+    input_ids = torch.tensor([[t for s in seqs for t in s]], device=device)  # (1, T_total)
+    position_ids = torch.tensor([[p for s in seqs for p in range(len(s))]], device=device)  # restarts per sequence
+    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                     use_cache=False).last_hidden_state[0]  # (T_total, d)
+    return hidden, np.cumsum([0] + [len(s) for s in seqs[:-1]]).tolist()
 
 
-def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    return model.get_decoder(), model.get_output_embeddings()
+def _hidden_padded(decoder: torch.nn.Module, seqs: list[list[int]], device: torch.device
+                   ) -> tuple[torch.Tensor, list[int]]:
+    """Right-padded (B, L) batch; returns the hidden states flattened to (B*L, d) and start rows."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(s)
+        mask[b, : len(s)] = 1
+    # Right padding: a causal model's real positions never attend to the pads after them.
+    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                     use_cache=False).last_hidden_state  # (B, L, d)
+    return hidden.reshape(-1, hidden.shape[-1]), [b * width for b in range(len(seqs))]
+
+
+def decoder_hidden(model: torch.nn.Module, seqs: list[list[int]], packed: bool) -> tuple[torch.Tensor, list[int]]:
+    """Last hidden states of a bin, flattened to (rows, d), and the row where each sequence starts."""
+    decoder, device = model.get_decoder(), next(model.parameters()).device
+    return (_hidden_packed if packed else _hidden_padded)(decoder, seqs, device)
 
 
 @torch.inference_mode()
-def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096) -> list[np.ndarray]:
-    """Score one packed bin; returns one (len(response_ids),) fp32 array of NLL per item."""
+def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096, packed: bool = True) -> list[np.ndarray]:
+    """Score one bin (packed row or padded batch); one (len(response_ids),) fp32 NLL array per item."""
     device = next(model.parameters()).device
-    ids, pos, rows, targets, counts = [], [], [], [], []
-    offset = 0
-    for it in items:
-        seq = it.prompt_ids + it.response_ids
-        ids.extend(seq)
-        pos.extend(range(len(seq)))
+    head = model.get_output_embeddings()
+    seqs = [it.prompt_ids + it.response_ids for it in items]
+    hidden, starts = decoder_hidden(model, seqs, packed)
+    rows, targets, counts = [], [], []
+    for it, start in zip(items, starts):
         p, n = len(it.prompt_ids), len(it.response_ids)
-        # Row t predicts token t+1: response token j is predicted at row offset + p - 1 + j.
-        rows.extend(range(offset + p - 1, offset + p - 1 + n))
+        # Row t predicts token t+1: response token j is predicted at row start + p - 1 + j.
+        rows.extend(range(start + p - 1, start + p - 1 + n))
         targets.extend(it.response_ids)
         counts.append(n)
-        offset += len(seq)
-    input_ids = torch.tensor([ids], device=device)  # (1, T_total)
-    position_ids = torch.tensor([pos], device=device)  # (1, T_total), restarting per sequence
-    decoder, head = _decoder_and_head(model)
-    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
-                     use_cache=False).last_hidden_state[0]  # (T_total, d)
-    scored = hidden[torch.tensor(rows, device=device)]  # (n_scored, d)
+    scored = hidden[torch.tensor(rows, device=device)]  # (n_scored, d): the LM head runs on these only
     nll = token_nll(scored, head.weight, torch.tensor(targets, device=device),
                     getattr(head, "bias", None), chunk=chunk).cpu().numpy()  # (n_scored,)
     return list(np.split(nll, np.cumsum(counts)[:-1]))
 
 
+def padded_plan(lengths: list[int], batch_tokens: int, max_examples: int) -> list[list[int]]:
+    """Consecutive groups of the length-sorted items whose padded size (count x longest) fits."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    for i in order:
+        if bins and len(bins[-1]) < max_examples and (len(bins[-1]) + 1) * lengths[bins[-1][0]] <= batch_tokens:
+            bins[-1].append(i)
+        else:
+            bins.append([i])
+    return bins
+
+
 def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 16384,
-                max_examples: int = 256, chunk: int = 4096, progress: bool = False) -> list[np.ndarray]:
-    """Score many items with packed bins; on out-of-memory, halve the token budget and re-pack.
+                max_examples: int = 256, chunk: int = 4096, progress: bool = False,
+                packed: bool | None = None) -> list[np.ndarray]:
+    """Score many items in bins of ``batch_tokens``; on out-of-memory, halve the budget and re-plan.
+
+    ``packed``: one padding-free row per bin (None: when the model has a varlen attention kernel),
+    else length-sorted padded batches whose padded size fits the budget.
 
     The back-off is sticky: once a bin did not fit, every later bin uses the smaller budget too,
     instead of failing again on each one.
     """
     out: list[np.ndarray | None] = [None] * len(items)
     lengths = [it.length for it in items]
-    batch_tokens = packed_token_limit(model, batch_tokens)
-    pending = pack_plan(lengths, batch_tokens, max_examples)
+    packed = uses_packing(model) if packed is None else packed
+    plan = pack_plan if packed else padded_plan
+    pending = plan(lengths, batch_tokens, max_examples)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -121,18 +157,19 @@ def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 1
     while pending:
         group = pending.pop(0)
         try:
-            results = score_bin(model, [items[i] for i in group], chunk)
+            results = score_bin(model, [items[i] for i in group], chunk, packed)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise RuntimeError(f"out of memory on a single sequence of {lengths[group[0]]} tokens; "
                                    "lower score.long_tokens or score.lm_head_chunk") from None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            batch_tokens = max(1, sum(lengths[i] for i in group) // 2)
+            size = sum(lengths[i] for i in group) if packed else len(group) * max(lengths[i] for i in group)
+            batch_tokens = max(1, size // 2)
             logger.warning("out of memory on a bin of %d sequences; token budget lowered to %d",
                            len(group), batch_tokens)
             rest = group + [i for g in pending for i in g]
-            pending = [[rest[j] for j in b] for b in pack_plan([lengths[i] for i in rest], batch_tokens, max_examples)]
+            pending = [[rest[j] for j in b] for b in plan([lengths[i] for i in rest], batch_tokens, max_examples)]
             continue
         for i, r in zip(group, results):
             out[i] = r

@@ -39,8 +39,8 @@ class DemoSize:
     eval_per_cell: int = 6
     budget_fraction: float = 0.1
     base: BaseRecipe = BaseRecipe()
-    theta_f_epochs: float = 1.0
-    subset_epochs: float = 30.0
+    theta_f_epochs: float = 3.0  # θ_f sees the pool 3 times: as many example-passes as a 10% subset ...
+    subset_epochs: float = 30.0  # ... trained for 30 epochs, so "full" is an equal-compute reference
     num_checkpoints: int = 8
     max_new_tokens: int = 200
     short_tokens: int = 32  # characters: about the first step of a trace
@@ -48,13 +48,13 @@ class DemoSize:
 
 
 FULL = DemoSize()
-QUICK = DemoSize(pool=300, eval_per_cell=2, base=BaseRecipe(steps=80, corpus_lines=10_000),
-                 theta_f_epochs=1.0, subset_epochs=5.0, num_checkpoints=4, max_new_tokens=120)
+QUICK = DemoSize(pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000),
+                 theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100)
 
 
 def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, progress: bool) -> Path:
     """Full fine-tune with the demo's SFT recipe (a tiny model wants a larger learning rate)."""
-    from reasonsift.training.config import TrainConfig
+    from reasonsift.config import TrainConfig
     from reasonsift.training.run_training import run_training
 
     if (out / "model.safetensors").exists():
@@ -123,7 +123,10 @@ def accuracy_table(results: list[dict[str, Any]], bench_rows: list[dict[str, Any
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
              methods: tuple[str, ...] = ("temp", "random")) -> dict[str, Any]:
-    """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``."""
+    """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``.
+
+    ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool).
+    """
     start = time.time()
     size = QUICK if quick else FULL
     out = Path(out)
@@ -140,15 +143,21 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     results: dict[str, Any] = {"size": dataclasses.asdict(size), "seed": seed, "methods": {}}
     for method in sorted(methods, key=lambda m: m == "temp"):  # TEMP last: the run folder shows its selection
         stamp(f"curating with {method}")
-        subset = _curate(pool, base, theta_f, out / "run", size, method, seed, progress)
-        stamp(f"training on the {method} subset")
-        model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, progress)
+        # "full" is θ_f itself: θ₀ trained on the whole pool for as many example-passes as each
+        # subset gets (theta_f_epochs * pool = subset_epochs * budget), the full-data reference.
+        if method == "full":
+            subset, model = pool, theta_f
+        else:
+            subset = _curate(pool, base, theta_f, out / "run", size, method, seed, progress)
+            stamp(f"training on the {method} subset")
+            model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, progress)
         stamp(f"evaluating the {method} model")
         res = _evaluate(model, bench, size, progress)
         results["methods"][method] = {**subset_truth(subset), **accuracy_table(res, bench_rows)}
     stamp("evaluating θ₀ itself")
     results["base_accuracy"] = accuracy_table(_evaluate(base, bench, size, progress), bench_rows)["accuracy"]
     results["validation"] = validate_scores(pq.read_table(out / "run" / "scores.parquet").to_pandas(), pool_rows)
+    results["tokens"] = json.loads((out / "run" / "report.json").read_text())["tokens"]
     results["wall_time_s"] = round(time.time() - start, 1)
     (out / "demo_results.json").write_text(json.dumps(results, indent=2))
     from reasonsift.synth.report import write_demo_report

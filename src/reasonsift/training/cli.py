@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Any
 
-from reasonsift.training.config import TrainConfig  # noqa: F401 - registers the train: section
 
 
 def add_parser(sub: Any) -> None:

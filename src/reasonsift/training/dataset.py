@@ -36,7 +36,7 @@ from reasonsift.config import DataConfig
 from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import IGNORE_INDEX, build_labels, tokenize_example
-from reasonsift.training.config import TrainConfig
+from reasonsift.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,11 @@ token count instead (then averaging micro-batches) would weight a token in a sho
 than one in a long micro-batch. This is TRL's and HF's normalisation, so ``sft`` here trains exactly
 like TRL's default SFT. Without ``num_items`` (evaluation, direct calls) the count of this batch is used.
 
+Positions: the losses take the logits of the **loss positions only** — the positions t whose next
+label ``labels[:, t+1]`` carries loss, as ``loss_positions`` picks them — so the trainer can ask the
+model for just those rows (``logits_to_keep``) instead of the full (B, T, V) logits, most of which
+belong to prompt tokens (and, under CFT, to non-critical ones).
+
 Why a per-token mean matters for sparse masks: CFT keeps < 12% of response tokens. With the mean,
 each trained token gets the same gradient scale as a token under plain SFT, so the usual SFT
 learning rate stays a sensible starting point; the total update is smaller only because fewer tokens
@@ -29,27 +34,44 @@ normaliser with the extra tokens zeroed), shrinks every step ~8x at a 12% mask �
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from reasonsift.loss import masked_token_nll
+from reasonsift.data.render import IGNORE_INDEX
+from reasonsift.loss import nll_from_logits
 
 OBJECTIVES = ("sft", "cft", "dft", "prefix")
 
 
-def per_token_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions whose next token carries loss in any row of the batch, and those targets.
+
+    One index for the whole batch (the union over rows) because a 1-D ``logits_to_keep`` is what
+    every HF causal LM accepts; a row whose own loss starts later gets IGNORE_INDEX targets there.
+
+    Args:
+        labels: (B, T) unshifted labels, ``IGNORE_INDEX`` where no loss is taken.
+    Returns:
+        keep: (K,) int64, sorted positions t < T-1 with ``labels[b, t+1] != IGNORE_INDEX`` for some b;
+        targets: (B, K) ``labels[:, keep + 1]``: the token the logits at ``keep`` must predict.
+    """
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)  # (K,)
+    return keep, labels[:, keep + 1]
+
+
+def per_token_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token loss of ``objective``, zero where no loss is taken.
 
     Args:
-        logits: (B, T, V) model outputs; labels: (B, T) unshifted, ``IGNORE_INDEX`` where no loss.
+        logits: (..., V) logits of the positions that predict ``targets`` (already shifted);
+        targets: (...) next-token ids, ``IGNORE_INDEX`` where no loss is taken.
     Returns:
-        loss: (B, T-1) fp32; mask: (B, T-1) bool, True where a loss is taken.
+        loss: (...) fp32; mask: (...) bool, True where a loss is taken.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-    nll, mask = masked_token_nll(logits, labels)  # (B, T-1) fp32, zero at ignored positions
+    mask = targets != IGNORE_INDEX
+    safe = targets.masked_fill(~mask, 0)  # any valid id; its loss is zeroed below
+    nll = nll_from_logits(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1)).view(targets.shape) * mask
     if objective == "dft":
         # p = exp(-nll) is the model's probability of the target; detached so the gradient is
         # p * grad(nll) (a re-weighting), not the gradient of p * nll.
@@ -57,30 +79,20 @@ def per_token_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str) -
     return nll, mask
 
 
-def objective_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str,
+def objective_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str,
                    num_items: torch.Tensor | float | None = None) -> torch.Tensor:
     """Scalar training loss: sum of per-token losses / number of loss tokens.
 
     Args:
-        logits: (B, T, V); labels: (B, T) unshifted.
+        logits: (B, K, V) logits at the loss positions; targets: (B, K) their next tokens
+            (``loss_positions`` gives both from full-sequence labels).
         objective: "sft", "cft", "dft" or "prefix".
         num_items: loss tokens in the whole accumulated batch (HF's ``num_items_in_batch``); None
             means the loss tokens of this batch.
     Returns:
         () fp32 loss; a batch without loss tokens gives 0 (never 0/0).
     """
-    loss, mask = per_token_loss(logits, labels, objective)
+    loss, mask = per_token_loss(logits, targets, objective)
     count = mask.sum() if num_items is None else num_items
     count = torch.as_tensor(count, device=loss.device, dtype=torch.float32).clamp(min=1)
     return loss.sum() / count
-
-
-def make_compute_loss_func(objective: str) -> Callable[..., torch.Tensor]:
-    """The ``compute_loss_func(outputs, labels, num_items_in_batch)`` hook for the HF/TRL trainer."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-
-    def compute_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        return objective_loss(outputs.logits, labels, objective, num_items_in_batch)
-
-    return compute_loss

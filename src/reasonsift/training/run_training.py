@@ -2,8 +2,9 @@
 
 The data is tokenized here (``training.dataset``) and handed to TRL's ``SFTTrainer`` as a
 pre-tokenized dataset with ``labels`` (``skip_prepare_dataset``, so TRL neither re-templates nor
-re-truncates it); the loss is ours (``training.objectives`` through ``compute_loss_func``), built on
-the same per-token NLL that scoring uses.
+re-truncates it). The loss is ours: ``training.trainer.ObjectiveTrainer``, an ``SFTTrainer`` that
+overrides only ``compute_loss`` to apply ``training.objectives`` to the logits of the loss positions
+(built on the same per-token NLL that scoring uses).
 
 Output folder OUT::
 
@@ -26,7 +27,6 @@ import json
 import logging
 import re
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,8 @@ import torch
 from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.models import load_model, load_tokenizer
 from reasonsift.runfolder import read_json, save_config, write_json_atomic, write_text_atomic
-from reasonsift.training.config import TrainConfig
+from reasonsift.config import TrainConfig
 from reasonsift.training.dataset import build_train_dataset
-from reasonsift.training.objectives import make_compute_loss_func
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +170,8 @@ def _loss_share(stats: dict[str, Any]) -> str:
     line = (f"{stats['tokens']['loss']:,} loss tokens per epoch, {100 * stats['loss_token_fraction']:.1f}% of the "
             f"response tokens in the inputs ({100 * stats['loss_token_fraction_of_full_responses']:.1f}% of the full "
             "responses)")
-    return line + (f"; {stats['prefix_examples']} examples trained on their prefix" if stats["prefix_examples"] else "")
+    n_prefix = stats["prefix_examples"]
+    return line + (f"; {n_prefix} examples trained on their prefix" if n_prefix else "")
 
 
 def model_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -226,7 +226,7 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
 def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT)."""
-    from trl import SFTTrainer
+    from reasonsift.training.trainer import ObjectiveTrainer  # imports trl: only when training
 
     cfg: TrainConfig = configs["train"]
     model_cfg = configs["model"]
@@ -246,12 +246,9 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
                 model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
                 cfg.objective)
     model = _load(model_cfg.model, model_cfg, cfg, bf16)
-    with warnings.catch_warnings():
-        # TRL 1.16 deprecates compute_loss_func in favour of subclassing; it is the hook HF documents.
-        warnings.filterwarnings("ignore", message=".*compute_loss_func.*", category=FutureWarning)
-        trainer = SFTTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
-                             processing_class=tokenizer, compute_loss_func=make_compute_loss_func(cfg.objective),
-                             peft_config=_peft_config(cfg) if cfg.lora else None)
+    trainer = ObjectiveTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
+                               processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
+    trainer.objective = cfg.objective
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
         save_config(out / "config.yaml", manifest["configs"], command)
         write_json_atomic(out / MANIFEST, manifest)

@@ -1,0 +1,31 @@
+"""``reasonsift demo --quick`` end to end: θ₀ built from scratch, curate, train, evaluate, report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from reasonsift.cli import main
+
+
+def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))  # build θ₀ from scratch
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "temp" in printed and "random" in printed and "Spearman" in printed
+    results = json.loads((out / "demo_results.json").read_text())
+    assert set(results["methods"]) == {"temp", "random"}
+    budget = int(results["size"]["budget_fraction"] * results["size"]["pool"])
+    for method, r in results["methods"].items():
+        assert r["n"] == len((out / "subsets" / f"{method}.jsonl").read_text().splitlines()) == budget
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["low_quality_share"] <= 1.0
+        assert (out / "models" / method / "model.safetensors").exists()
+        assert (out / "models" / method / "eval" / "metrics.json").exists()
+    assert all(math.isfinite(v) for v in results["validation"].values())
+    assert (out / "run" / "scores.parquet").exists() and (out / "run" / "selected.jsonl").exists()
+    assert "synthetic reasoning world" in (out / "demo_report.html").read_text()
+    # The run folder shows TEMP's selection (selected last).
+    assert json.loads((out / "run" / "report.json").read_text())["selection"]["method"] == "temp"
+    # θ₀ was cached: a second demo in another folder reuses it.
+    assert len(list((tmp_path / "cache").glob("synth-base-*/model.safetensors.done"))) == 1
