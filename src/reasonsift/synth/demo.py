@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 class DemoSize:
     """Everything the demo's run time depends on."""
 
-    pool: int = 1500
-    eval_per_cell: int = 6
+    pool: int = 1000
+    eval_per_cell: int = 5
     budget_fraction: float = 0.1
     base: BaseRecipe = BaseRecipe()
     theta_f_epochs: float = 3.0  # θ_f sees the pool 3 times: as many example-passes as a 10% subset ...
@@ -85,7 +85,7 @@ def _curate(pool: Path, base: Path, theta_f: Path, run: Path, size: DemoSize, me
 
     score = ScoreConfig(seed=seed, short_tokens=size.short_tokens, long_tokens=size.long_tokens,
                         num_isotropic=size.num_checkpoints, num_directional=size.num_checkpoints,
-                        isotropic_std_start=0.01, isotropic_std_end=0.08, direction_model=str(theta_f),
+                        isotropic_std_start=0.015, isotropic_std_end=0.12, direction_model=str(theta_f),
                         min_radius=1.0, final_radius=10.0, full_loss=True, max_full_tokens=size.long_tokens,
                         shard_size=512)
     configs = {"data": DataConfig(), "model": ModelConfig(model=str(base)), "score": score,
