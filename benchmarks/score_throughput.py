@@ -1,4 +1,4 @@
-"""Scoring throughput: a naive HF loop vs TEMP-style padded batches vs reasonsift's packed scorer.
+"""Scoring throughput: a naive HF loop vs TEMP-style padded batches vs reasonsift's scorer.
 
 Commands (from the repository root):
 
@@ -147,14 +147,13 @@ def reasonsift_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int
 
 
 def scorer_layout(model: torch.nn.Module, batch_tokens: int) -> str:
-    """How the installed scorer lays out bins for this model (it may cap the budget per attention kernel)."""
-    from reasonsift.scoring import scorer
+    """How the scorer lays out bins for this model (packed rows need a varlen attention kernel)."""
+    from reasonsift.scoring.scorer import default_batch_tokens, uses_packing
 
     impl = model.config._attn_implementation
-    if hasattr(scorer, "packs") and not scorer.packs(model):
-        return f"{impl}, padded batches of <= {batch_tokens:,} tokens"
-    limit = scorer.packed_token_limit(model, batch_tokens) if hasattr(scorer, "packed_token_limit") else batch_tokens
-    return f"{impl}, packed bins of <= {limit:,} tokens"
+    budget = batch_tokens or default_batch_tokens(next(model.parameters()).device)
+    kind = "packed bins" if uses_packing(model) else "length-sorted padded batches"
+    return f"{impl}, {kind} of <= {budget:,} tokens"
 
 
 RUNNERS: dict[str, Callable[[torch.nn.Module, list[Item], int], list[float]]] = {
@@ -309,7 +308,7 @@ def main() -> None:
     p.add_argument("--response-tokens", type=int, default=100)
     p.add_argument("--reps", type=int, help="timed repetitions per variant (default 3; --quick 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--batch-tokens", type=int, default=ScoreConfig().batch_tokens)
+    p.add_argument("--batch-tokens", type=int, default=ScoreConfig().batch_tokens, help="0: the scorer's auto")
     p.add_argument("--profile", action="store_true", help="profile reasonsift instead of comparing")
     p.add_argument("--quick", action="store_true", help="smoke run: 24 examples, 1 repetition")
     p.add_argument("--_memory", choices=VARIANTS, help=argparse.SUPPRESS)

@@ -68,7 +68,7 @@ class ScoreConfig:
     min_radius: float = 1.0  # L2 distance from θ₀ of the first directional checkpoint
     final_radius: float = 10.0  # ... and of the last one
     directional_embeddings: bool = True  # TEMP's default perturbs embeddings along e too
-    batch_tokens: int = 16384  # tokens per packed forward pass (halved automatically on OOM)
+    batch_tokens: int = 0  # tokens per forward (halved on OOM); 0 = auto: 16,384 on GPU, 2,048 on CPU
     max_batch_examples: int = 256  # cap on sequences per packed forward
     lm_head_chunk: int = 4096  # scored rows per LM-head chunk (bounds the [rows x vocab] logits)
     shard_size: int = 1024  # examples per work unit file; units are the resume granularity

@@ -91,13 +91,13 @@ def test_out_of_memory_lowers_the_budget_for_good(model_and_items, monkeypatch, 
     real = scorer.score_bin
     fits, failed = [], []
 
-    def memory_limited(model_, group, chunk=4096, packed_=True):
+    def memory_limited(model_, group, chunk=4096, packed_=True, **kw):
         size = sum(it.length for it in group) if packed_ else len(group) * max(it.length for it in group)
         if size > 700 and len(group) > 1:  # a device that holds 700 tokens per forward
             failed.append(size)
             raise torch.OutOfMemoryError("simulated")
         fits.append(size)
-        return real(model_, group, chunk, packed_)
+        return real(model_, group, chunk, packed_, **kw)
 
     monkeypatch.setattr(scorer, "score_bin", memory_limited)
     got = score_items(model, items, batch_tokens=100_000, max_examples=100, packed=packed)
@@ -113,3 +113,24 @@ def test_self_check_refuses_a_wrong_fast_path(model_and_items, monkeypatch):
     real_ref = score_reference
     with pytest.raises(RuntimeError, match="not supported by the fast path"):
         self_check(model, items[:3])
+
+
+def test_in_place_lm_head_equals_the_training_loss():
+    """Scoring's in-place log-sum-exp (with and without a reused workspace) == nll_from_logits."""
+    from reasonsift.loss import nll_from_logits, token_nll
+
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(37, 16, generator=g), torch.randn(50, 16, generator=g) * 3
+    bias, targets = torch.randn(50, generator=g), torch.randint(0, 50, (37,), generator=g)
+    want = nll_from_logits(hidden @ weight.T + bias, targets)
+    workspace = torch.full((10, 50), float("nan"))  # stale contents must not leak into results
+    for kw in ({}, {"workspace": workspace}, {"workspace": torch.empty(3, 50)}):  # too small: ignored
+        got = token_nll(hidden, weight, targets, bias, chunk=10, **kw)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_auto_batch_tokens_scores_the_same(model_and_items):
+    model, items = model_and_items
+    assert scorer.default_batch_tokens(torch.device("cpu")) == 2048
+    for x, r in zip(score_items(model, items, batch_tokens=0), score_reference(model, items)):
+        np.testing.assert_allclose(x, r, atol=1e-5)

@@ -82,16 +82,18 @@ def _hidden_packed(decoder: torch.nn.Module, seqs: list[list[int]], device: torc
 
 def _hidden_padded(decoder: torch.nn.Module, seqs: list[list[int]], device: torch.device
                    ) -> tuple[torch.Tensor, list[int]]:
-    """Right-padded (B, L) batch; returns the hidden states flattened to (B*L, d) and start rows."""
+    """Right-padded (B, L) batch; returns the hidden states flattened to (B*L, d) and start rows.
+
+    No attention mask: with right padding a causal model's real positions never attend to the pads
+    after them, and only real positions are read. Without a mask SDPA takes its causal kernel
+    instead of a masked one (the padded mask cost ~16% of CPU scoring time); ``self_check`` would
+    catch a model for which this does not hold.
+    """
     width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), width), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, L)
     for b, s in enumerate(seqs):
         ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
-    # Right padding: a causal model's real positions never attend to the pads after them.
-    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
-                     use_cache=False).last_hidden_state  # (B, L, d)
+    hidden = decoder(input_ids=ids.to(device), attention_mask=None, use_cache=False).last_hidden_state  # (B, L, d)
     return hidden.reshape(-1, hidden.shape[-1]), [b * width for b in range(len(seqs))]
 
 
@@ -102,8 +104,12 @@ def decoder_hidden(model: torch.nn.Module, seqs: list[list[int]], packed: bool) 
 
 
 @torch.inference_mode()
-def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096, packed: bool = True) -> list[np.ndarray]:
-    """Score one bin (packed row or padded batch); one (len(response_ids),) fp32 NLL array per item."""
+def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096, packed: bool = True,
+              workspace: torch.Tensor | None = None) -> list[np.ndarray]:
+    """Score one bin (packed row or padded batch); one (len(response_ids),) fp32 NLL array per item.
+
+    ``workspace``: a reusable (rows, V) fp32 buffer for the LM-head logits (see ``token_nll``).
+    """
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     seqs = [it.prompt_ids + it.response_ids for it in items]
@@ -117,7 +123,7 @@ def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096, pack
         counts.append(n)
     scored = hidden[torch.tensor(rows, device=device)]  # (n_scored, d): the LM head runs on these only
     nll = token_nll(scored, head.weight, torch.tensor(targets, device=device),
-                    getattr(head, "bias", None), chunk=chunk).cpu().numpy()  # (n_scored,)
+                    getattr(head, "bias", None), chunk=chunk, workspace=workspace).cpu().numpy()  # (n_scored,)
     return list(np.split(nll, np.cumsum(counts)[:-1]))
 
 
@@ -133,11 +139,21 @@ def padded_plan(lengths: list[int], batch_tokens: int, max_examples: int) -> lis
     return bins
 
 
-def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 16384,
+def default_batch_tokens(device: torch.device) -> int:
+    """Tokens per forward when the config says 0 (auto): 16,384 on a GPU, 2,048 on a CPU.
+
+    A GPU wants large GEMMs; on a CPU a bin's activations should stay near the caches: on 2 cores
+    2,048-token bins score ~1.6x faster than 16,384-token ones (BENCHMARKS.md, score_throughput).
+    """
+    return 16384 if device.type == "cuda" else 2048
+
+
+def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 0,
                 max_examples: int = 256, chunk: int = 4096, progress: bool = False,
                 packed: bool | None = None) -> list[np.ndarray]:
     """Score many items in bins of ``batch_tokens``; on out-of-memory, halve the budget and re-plan.
 
+    ``batch_tokens``: tokens per forward; 0 picks ``default_batch_tokens`` for the model's device.
     ``packed``: one padding-free row per bin (None: when the model has a varlen attention kernel),
     else length-sorted padded batches whose padded size fits the budget.
 
@@ -146,9 +162,15 @@ def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 1
     """
     out: list[np.ndarray | None] = [None] * len(items)
     lengths = [it.length for it in items]
+    device = next(model.parameters()).device
+    batch_tokens = batch_tokens or default_batch_tokens(device)
     packed = uses_packing(model) if packed is None else packed
     plan = pack_plan if packed else padded_plan
     pending = plan(lengths, batch_tokens, max_examples)
+    workspace = None
+    if device.type == "cpu" and pending:  # one logits buffer for every bin (CUDA's allocator caches)
+        rows = max(sum(len(items[i].response_ids) for i in g) for g in pending)
+        workspace = torch.empty(min(rows, chunk), model.get_output_embeddings().weight.shape[0])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -157,7 +179,7 @@ def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 1
     while pending:
         group = pending.pop(0)
         try:
-            results = score_bin(model, [items[i] for i in group], chunk, packed)
+            results = score_bin(model, [items[i] for i in group], chunk, packed, workspace=workspace)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise RuntimeError(f"out of memory on a single sequence of {lengths[group[0]]} tokens; "
