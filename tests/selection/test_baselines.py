@@ -124,3 +124,20 @@ def test_budget_larger_than_pool_takes_all_with_note(scores):
     sel = select(scores, SelectConfig(method="random", budget=10_000))
     assert sel.report["n_selected"] == len(scores)
     assert any("all of it was taken" in n for n in sel.report["notes"])
+
+
+def test_unscored_ranking_columns_are_refused_not_read_as_zero(scores):
+    """All-NaN difficulty (no Gaussian checkpoint scored) must not silently rank in input order."""
+    df = scores.copy()
+    df["difficulty"] = np.nan
+    with pytest.raises(ValueError, match="difficulty is empty.*num_isotropic"):
+        select(df, SelectConfig(method="difficulty", budget=5))
+    temp = select(df, SelectConfig(method="temp", budget=20))  # TEMP runs, without the filter, and says so
+    assert any("difficulty is empty" in n for n in temp.report["notes"])
+    assert all(v["hard"] == v["pool"] for v in temp.report["per_source"].values())
+    df = scores.copy()
+    df["base_loss_1000"] = np.nan
+    with pytest.raises(ValueError, match="base_loss_1000 is empty"):
+        select(df, SelectConfig(method="middle-perplexity", budget=5))
+    df.loc[:4, "base_loss_1000"] = 1.0  # partly scored: NaN -> 0 as in the official code, no error
+    assert select(df, SelectConfig(method="middle-perplexity", budget=5)).report["n_selected"] == 5

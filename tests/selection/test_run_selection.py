@@ -61,14 +61,119 @@ def test_token_budget_is_met_or_the_report_says_why(scored_run, tmp_path, method
         assert any("eligible set" in note for note in report["notes"])
 
 
-def test_same_seed_same_subset_other_seed_differs(scored_run, tmp_path):
+@pytest.mark.parametrize("method", ["random", "temp", "s2l", "embedding"])
+def test_same_seed_same_bytes_other_seed_differs(scored_run, tmp_path, method):
     outs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         run = tmp_path / name
         shutil.copytree(scored_run, run)
-        assert main(["select", str(run), "--budget", "8", "--method", "random", "--seed", str(seed), "--quiet"]) == 0
-        outs[name] = (run / "selected.jsonl").read_bytes()
-    assert outs["a"] == outs["b"] and outs["a"] != outs["c"]
+        assert main(["select", str(run), "--budget", "8", "--method", method, "--seed", str(seed), "--quiet"]) == 0
+        scores = pq.read_table(run / "scores.parquet").to_pandas()
+        outs[name] = ((run / "selected.jsonl").read_bytes(), scores["cluster"].tolist(), scores["selected"].tolist())
+    assert outs["a"] == outs["b"]  # selected.jsonl byte for byte, and the cluster / selected columns
+    if method == "random":
+        assert outs["a"][0] != outs["c"][0]
+
+
+def _own_copy(scored_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the run and of its input (same file name, so the same fingerprint), wired together."""
+    (tmp_path / "data").mkdir()
+    pool = tmp_path / "data" / "pool.jsonl"
+    shutil.copy(scored_run.parent / "pool.jsonl", pool)
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    _set_input(run, str(pool))
+    return run, pool
+
+
+def _set_input(run: Path, value: str) -> None:
+    report = json.loads((run / "report.json").read_text())
+    report["input"] = value
+    (run / "report.json").write_text(json.dumps(report))
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def test_relative_input_resolves_from_the_current_directory(scored_run, tmp_path, monkeypatch, capsys):
+    run, pool = _own_copy(scored_run, tmp_path)
+    _set_input(run, "pool.jsonl")  # an old run: the path as it was typed
+    monkeypatch.chdir(pool.parent)
+    assert main(["select", str(run), "--budget", "5", "--method", "random", "--quiet"]) == 0
+    first = (run / "selected.jsonl").read_bytes()
+    assert len(first.splitlines()) == 5
+    monkeypatch.chdir(tmp_path)  # elsewhere the relative path names nothing: a clear refusal
+    before = _snapshot(run)
+    assert main(["select", str(run), "--budget", "6", "--method", "random", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pool.jsonl: the scored input file is not there" in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(run) == before
+    _set_input(run, str(pool))  # new runs record an absolute path: any directory works
+    assert main(["select", str(run), "--budget", "5", "--method", "random", "--quiet"]) == 0
+    assert (run / "selected.jsonl").read_bytes() == first
+
+
+def test_edited_input_is_refused(scored_run, tmp_path, capsys):
+    run, pool = _own_copy(scored_run, tmp_path)
+    lines = pool.read_text(encoding="utf-8").splitlines(keepends=True)
+    pool.write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")  # same rows, another order
+    before = _snapshot(run)
+    assert main(["select", str(run), "--budget", "5", "--method", "random", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "changed since" in err and "score it again" in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(run) == before  # nothing written
+
+
+def test_a_failed_write_leaves_the_run_folder_as_it_was(scored_run, tmp_path, monkeypatch, capsys):
+    from reasonsift.selection import run_selection as rs
+
+    run, _ = _own_copy(scored_run, tmp_path)
+    before = _snapshot(run)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rs, "write_selected", fail)
+    with pytest.raises(OSError, match="disk full"):  # --debug re-raises what the CLI reports in one line
+        main(["select", str(run), "--budget", "6", "--method", "longest", "--quiet", "--debug"])
+    assert _snapshot(run) == before
+    assert main(["select", str(run), "--budget", "6", "--method", "longest", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "reasonsift select: error: OSError: disk full (rerun with --debug for the traceback)"
+    assert _snapshot(run) == before  # scores.parquet, config.yaml, report.json untouched
+
+
+def test_write_selected_counts_the_rows_it_wrote(tmp_path):
+    from reasonsift.data.records import DataError
+    from reasonsift.selection.run_selection import write_selected
+
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(gsm8k_lines(6)), encoding="utf-8")
+    out = tmp_path / "selected.jsonl"
+    assert write_selected(str(data), "train", {1, 4}, out) == 2
+    kept = out.read_bytes()
+    with pytest.raises(DataError, match="found 2 of the 3 selected rows"):
+        write_selected(str(data), "train", {0, 5, 6}, out)  # row 6 does not exist
+    assert out.read_bytes() == kept and [p.name for p in tmp_path.iterdir()] == ["pool.jsonl", "selected.jsonl"]
+
+
+def test_embedding_items_use_the_whole_response(scored_run, tiny_model_dir):
+    """The token shards hold only the scoring window (long_tokens=48); the embedding baseline must not."""
+    from reasonsift.config import DataConfig
+    from reasonsift.models import load_tokenizer
+    from reasonsift.selection.run_selection import embedding_items
+
+    scores = pq.read_table(scored_run / "scores.parquet").to_pandas()
+    tok = load_tokenizer(str(tiny_model_dir))
+    rows = scores["row_index"].tolist()[::-1]  # any order: items follow row_index
+    items = embedding_items(str(scored_run.parent / "pool.jsonl"), DataConfig(), tok, rows, 16384)
+    n_response = dict(zip(scores["row_index"], scores["n_response_tokens"]))
+    assert [len(it.response_ids) for it in items] == [n_response[r] for r in rows]
+    assert max(len(it.response_ids) for it in items) > 48
+    short = embedding_items(str(scored_run.parent / "pool.jsonl"), DataConfig(), tok, rows, 64)
+    assert all(len(it.prompt_ids) + len(it.response_ids) <= 64 for it in short)
+    assert [it.prompt_ids for it in short] == [it.prompt_ids[:64] for it in items]
 
 
 def _write(fmt: str, rows: list[dict], raw_lines: list[str], path: Path) -> Path:

@@ -30,6 +30,13 @@ def _ranked(scores: pd.DataFrame, cfg: SelectConfig, order: np.ndarray, notes: l
                   eligible_why=eligible_why)
 
 
+def _require_scored(scores: pd.DataFrame, name: str, method: str, hint: str) -> None:
+    """Raise when ``name`` is NaN for every row: NaN -> 0 would silently rank in input order."""
+    if not np.isfinite(scores[name].to_numpy(dtype=np.float64)).any():
+        raise ValueError(f"select.method={method} ranks by {name}, but {name} is empty (NaN) for every row: "
+                         f"{hint}")
+
+
 def select_random(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
     """Uniformly random subset (one seeded permutation of the pool)."""
     check_columns(scores, BASE_COLUMNS, cfg.method)
@@ -45,6 +52,8 @@ def select_longest(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
 def select_difficulty(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
     """Highest ``difficulty`` (100-token loss at θ_rnd) first: TEMP's difficulty signal alone."""
     check_columns(scores, BASE_COLUMNS + ["difficulty"], cfg.method)
+    _require_scored(scores, "difficulty", cfg.method, "no Gaussian checkpoint was scored; score the pool again "
+                    "into a new --run folder with score.num_isotropic >= 1")
     return _ranked(scores, cfg, np.argsort(-column(scores, "difficulty"), kind="stable"))
 
 
@@ -64,6 +73,8 @@ def select_middle_perplexity(scores: pd.DataFrame, cfg: SelectConfig) -> Selecti
     token budget the walk goes outward from the median, so the subset stays centred.
     """
     check_columns(scores, BASE_COLUMNS + ["base_loss_1000"], cfg.method)
+    _require_scored(scores, "base_loss_1000", cfg.method, "the θ₀ losses are missing; score the pool again "
+                    "into a new --run folder")
     rank = np.argsort(column(scores, "base_loss_1000"), kind="stable")  # ascending perplexity
     return _ranked(scores, cfg, rank[middle_out(len(rank))])
 

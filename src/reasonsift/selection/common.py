@@ -5,10 +5,13 @@ Internally both are one integer ``amount`` plus a per-example ``cost`` (all ones
 counts), so every rule below is written once. "Met exactly" means:
 - examples: exactly ``budget`` examples, unless the method's eligible set is smaller, in which case
   all of it is taken and ``report["notes"]`` says why;
-- tokens: total ≤ ``budget_tokens`` and no unselected eligible example fits in the slack left.
-  Methods spend the budget with ``take_in_order`` (walk a preference order, take each example that
-  still fits, skip the rest); ``finish`` then runs one greedy fill pass over the method's
-  preference order, which is what guarantees the "nothing else fits" half.
+- tokens: total ≤ ``budget_tokens`` and nothing else fits, i.e. no unselected eligible example is
+  short enough for the slack left. Methods spend the budget with ``take_in_order`` (walk a
+  preference order, take each example that still fits, skip the rest); ``finish`` then runs one
+  greedy fill pass over the method's preference order, which is what guarantees the "nothing else
+  fits" half. Methods that split the budget over sources (TEMP, S2L) fill each source up to its own
+  budget first, so the final pass only spends slack that no source could use on its own; whatever
+  it adds beyond a source's budget is reported as that source's ``overrun`` (and in the notes).
 "Eligible" is the whole pool except for TEMP (the difficulty-filtered subset) and full-loss (rows
 that have a ``full_loss``).
 """
@@ -102,13 +105,12 @@ def rng_for(seed: int, key: str = "") -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def take_in_order(order: np.ndarray, cost: np.ndarray, budget: int, skip: bool = True) -> np.ndarray:
+def take_in_order(order: np.ndarray, cost: np.ndarray, budget: int) -> np.ndarray:
     """Walk ``order`` (indices), take each one whose cost still fits in ``budget``; return those taken.
 
     With unit costs this is ``order[:budget]``. With token costs an example too long for what is
-    left is skipped and the walk goes on (``skip=True``, fills the budget as far as the order
-    allows), or the walk stops there (``skip=False``: used for cluster quotas, so a quota is the
-    cluster's top-ranked examples and not a drift towards short ones; the unused part rolls on).
+    left is skipped and the walk goes on, so the budget is filled as far as the order allows and an
+    example is only ever passed over for one that comes later in the order *and* fits.
     """
     order = np.asarray(order, dtype=np.int64)
     if budget <= 0 or len(order) == 0:
@@ -124,8 +126,6 @@ def take_in_order(order: np.ndarray, cost: np.ndarray, budget: int, skip: bool =
             left -= ci
             if left < smallest:
                 break
-        elif not skip:
-            break
     return np.asarray(taken, dtype=np.int64)
 
 
@@ -147,34 +147,41 @@ def small_sources_whole(sizes: dict[str, int], budget: int) -> tuple[list[str], 
 
 
 def balanced_cluster_pick(labels: np.ndarray, rank: Callable[[np.ndarray], np.ndarray], cost: np.ndarray,
-                          budget: int, min_size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
+                          budget: int, min_size: int, rng: np.random.Generator,
+                          rest: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """Spread ``budget`` over clusters, smallest first, with shortfalls rolling forward (S2L / TEMP).
 
     labels: (n,) cluster of each example. rank(members) -> members in the order to take them
-    (TEMP: brittleness; S2L: a random permutation). Clusters with >= ``min_size`` members (TEMP 2,
-    S2L 3), by ascending size, each get quota = remaining // clusters left; a cluster smaller than its
-    quota gives the rest to the next. What is still left is drawn uniformly at random from the small
-    clusters, then — only possible when the small clusters run out, e.g. under a token budget whose
-    quotas left slack — uniformly at random from any unselected member. A token quota is filled in
-    rank order up to the first example that does not fit (no skipping ahead to shorter ones).
-    Returns (mask (n,) bool, counts of picks per stage: "quota", "small", "any").
+    (TEMP: brittleness; S2L: a random permutation). Three stages, each only spending what the
+    previous ones left:
+    1. "quota": clusters with >= ``min_size`` members (TEMP 2, S2L 3), by ascending size (ties by
+       label), each get quota = remaining // clusters left, filled in rank order with
+       ``take_in_order`` (under a token budget an example that does not fit is skipped for the next
+       one in rank order that does); what a cluster does not use rolls on to the next.
+    2. "small": what is left is drawn uniformly at random from the clusters smaller than
+       ``min_size`` (TEMP's singletons), as in the official code.
+    3. "rest": only reachable when the small clusters run out, or under a token budget whose quotas
+       left slack too small for their own next example: unselected members are taken in ``rest``
+       order (TEMP: brittleness over the whole source; default: uniformly at random) while they fit.
+    With unit costs stage 3 never fires unless the budget exceeds what stages 1-2 can give.
+    Returns (mask (n,) bool, counts of picks per stage: "quota", "small", "rest").
     """
     mask = np.zeros(len(labels), dtype=bool)
     ids, counts = np.unique(labels, return_counts=True)
     big = [c for _, c in sorted((n, c) for c, n in zip(ids.tolist(), counts.tolist()) if n >= min_size)]
-    left, stats = int(budget), {"quota": 0, "small": 0, "any": 0}
+    left, stats = int(budget), {"quota": 0, "small": 0, "rest": 0}
     for i, c in enumerate(big):
         quota = left // (len(big) - i)
-        chosen = take_in_order(rank(np.flatnonzero(labels == c)), cost, quota, skip=False)
+        chosen = take_in_order(rank(np.flatnonzero(labels == c)), cost, quota)
         mask[chosen] = True
         left -= int(cost[chosen].sum())
         stats["quota"] += len(chosen)
     small = np.flatnonzero(np.isin(labels, ids[counts < min_size]))
-    for stage, pool in (("small", small), ("any", None)):
+    for stage, pool in (("small", rng.permutation(small)), ("rest", rest)):
         if left <= 0:
             break
-        pool = np.flatnonzero(~mask) if pool is None else pool
-        chosen = take_in_order(rng.permutation(pool), cost, left)
+        pool = rng.permutation(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
+        chosen = take_in_order(pool[~mask[pool]], cost, left)
         mask[chosen] = True
         left -= int(cost[chosen].sum())
         stats[stage] += len(chosen)
@@ -206,9 +213,15 @@ def finish(scores: pd.DataFrame, cfg: SelectConfig, budget: Budget, selected: np
         notes.append(f"the budget ({budget.amount} {budget.kind}) is not smaller than the eligible set "
                      f"({len(fill_order)} examples, {eligible_total} {budget.kind}"
                      f"{'; ' + eligible_why if eligible_why else ''}): all of it was taken")
+    report = build_report(scores, cfg, selected, cluster, per_source or {}, notes, cluster_scope)
+    over = {s: v["overrun"] for s, v in report["per_source"].items() if v.get("overrun")}
+    if over:
+        # per-source budgets are each filled as far as they go; the fill above can still use their
+        # pooled slack, which is the one way a source ends up over its own budget: say so
+        report["notes"].append("the greedy fill went over per-source budgets to use slack pooled across "
+                               "sources: " + ", ".join(f"{s} +{n} {budget.kind}" for s, n in sorted(over.items())))
     return Selection(ids=_ids_in_input_order(scores, selected), cluster=cluster.astype(np.int64),
-                     selected=selected,
-                     report=build_report(scores, cfg, selected, cluster, per_source or {}, notes, cluster_scope))
+                     selected=selected, report=report)
 
 
 def _ids_in_input_order(scores: pd.DataFrame, selected: np.ndarray) -> list[str]:
@@ -225,8 +238,12 @@ def build_report(scores: pd.DataFrame, cfg: SelectConfig, selected: np.ndarray, 
     for src in sorted(set(sources)):
         m = sources == src
         extra = per_source.get(src, {})
-        out_sources[src] = {"pool": int(m.sum()), "hard": extra.get("hard"), "budget": extra.get("budget"),
-                            "selected": int((m & selected).sum()),
+        n_sel, t_sel = int((m & selected).sum()), int(tokens[m & selected].sum())
+        budget = extra.get("budget")
+        used = t_sel if cfg.budget_tokens is not None else n_sel  # in the budget's unit
+        out_sources[src] = {"pool": int(m.sum()), "hard": extra.get("hard"), "budget": budget,
+                            "selected": n_sel, "selected_tokens": t_sel,
+                            "overrun": None if budget is None else max(0, used - int(budget)),
                             **{k: v for k, v in extra.items() if k not in ("hard", "budget")}}
     per_cluster = {}
     clustered = np.flatnonzero(cluster >= 0)

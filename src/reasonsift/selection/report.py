@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page that shows what was selected and why.
 
 Sections: summary and notes, difficulty histograms per source with TEMP's filter threshold, the
-loss-vector clusters in 2-D (PCA of ``loss_1000``) with the selected points marked, the subset's
-composition by source against the pool, and tokens scored against full-trace scoring.
+loss-vector clusters in 2-D (PCA of ``loss_1000``, one colour per cluster, selected points marked),
+the subset's composition against the pool by source and by cluster, and tokens scored against
+full-trace scoring.
 The charts are inline SVG written here, so the page needs no plotting library, no network and no
 JavaScript, and the same inputs give a byte-identical file.
 """
@@ -75,12 +76,29 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     return out
 
 
+UNCLUSTERED = "#bbbbbb"
+
+
+def cluster_colors(n: int) -> list[str]:
+    """``n`` distinguishable colours: the palette first, then golden-angle hues (TEMP has ~B/4 clusters)."""
+    out = PALETTE[:n]
+    for i in range(len(out), n):
+        hue = (i * 137.508) % 360  # golden angle: consecutive clusters get far-apart hues
+        out.append(f"hsl({hue:.0f},{55 + 20 * (i % 2)}%,{42 + 12 * (i % 3)}%)")
+    return out
+
+
 def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names: list[str],
-                width: int = 640, height: int = 440, max_points: int = 4000) -> str:
+                width: int = 640, height: int = 440, max_points: int = 4000,
+                colors: list[str] | None = None, titles: list[str] | None = None) -> str:
     """Scatter of ``xy`` (n, 2) coloured by group; selected points larger with a dark outline.
 
-    At most ``max_points`` unselected points are drawn (every k-th) so the page stays small.
+    groups: (n,) index into ``colors`` (default: the palette, cycled); -1 draws a point grey.
+    names: legend entries for the first groups (at most as many as the palette has colours).
+    titles: optional hover text per group. At most ``max_points`` unselected points are drawn
+    (every k-th) so the page stays small.
     """
+    colors = colors or PALETTE
     pad = 20
     lo, hi = xy.min(0), xy.max(0)
     span = np.where(hi > lo, hi - lo, 1.0)
@@ -88,15 +106,19 @@ def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names:
     pix[:, 1] = height - pad - pix[:, 1]
     rest = np.flatnonzero(~selected)
     rest = rest[:: max(1, int(np.ceil(len(rest) / max_points)))]
+
+    def point(i: int, extra: str) -> str:
+        g = int(groups[i])
+        fill = UNCLUSTERED if g < 0 else colors[g % len(colors)]
+        tip = f"<title>{_esc(titles[g])}</title>" if titles is not None and g >= 0 else ""
+        return (f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" fill="{fill}" {extra}>{tip}</circle>'
+                if tip else f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" fill="{fill}" {extra}/>')
+
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
-    for i in rest:
-        parts.append(f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" r="2" '
-                     f'fill="{PALETTE[groups[i] % len(PALETTE)]}" fill-opacity="0.35"/>')
-    for i in np.flatnonzero(selected):
-        parts.append(f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" r="3.5" '
-                     f'fill="{PALETTE[groups[i] % len(PALETTE)]}" stroke="#111" stroke-width="1"/>')
+    parts += [point(i, 'r="2" fill-opacity="0.35"') for i in rest]
+    parts += [point(i, 'r="3.5" stroke="#111" stroke-width="1"') for i in np.flatnonzero(selected)]
     for j, name in enumerate(names[:len(PALETTE)]):
-        parts.append(f'<rect x="{pad + j * 100}" y="4" width="10" height="10" fill="{PALETTE[j]}"/>'
+        parts.append(f'<rect x="{pad + j * 100}" y="4" width="10" height="10" fill="{colors[j % len(colors)]}"/>'
                      f'<text x="{pad + j * 100 + 14}" y="13">{_esc(name[:14])}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -152,16 +174,61 @@ def _difficulty_section(scores: pd.DataFrame, selected: np.ndarray, per_source: 
             f'<div class="figs">{"".join(figs)}</div>{more}')
 
 
+def cluster_keys(scores: pd.DataFrame, selection: Selection) -> list[str]:
+    """Per row, the report's cluster key ("source/c", or "all/c" for pool-wide clusters); "" when unclustered.
+
+    Matches ``report["per_cluster"]``: keys there are scoped by source unless every key shares one
+    non-source scope (the embedding baseline clusters the whole pool).
+    """
+    sources = scores["source"].astype(str).to_numpy()
+    per_cluster = selection.report.get("per_cluster", {})
+    scopes = {k.rsplit("/", 1)[0] for k in per_cluster}
+    scope = next(iter(scopes)) if len(scopes) == 1 and not scopes <= set(sources) else None
+    return [("" if c < 0 else f"{scope if scope is not None else sources[i]}/{int(c)}")
+            for i, c in enumerate(selection.cluster.tolist())]
+
+
 def _cluster_section(scores: pd.DataFrame, selection: Selection) -> str:
     if "loss_1000" not in scores.columns:
         return '<p class="muted">No loss_1000 column.</p>'
     x = np.nan_to_num(np.stack([np.asarray(v, dtype=np.float64) for v in scores["loss_1000"]]))
-    names = sorted(set(scores["source"].astype(str)))
-    groups = np.array([names.index(s) for s in scores["source"].astype(str)])
-    n_clusters = len(selection.report.get("per_cluster", {}))
-    return (f"<p>PCA of the {x.shape[1]}-dim loss vectors; colour = source, outlined = selected. "
-            f"{n_clusters} clusters were used.</p>"
-            + svg_scatter(pca_2d(x), groups, selection.selected, names))
+    keys = cluster_keys(scores, selection)
+    names = sorted(set(keys) - {""})
+    index = {k: i for i, k in enumerate(names)}
+    groups = np.array([index.get(k, -1) for k in keys])
+    unclustered = int((groups < 0).sum())
+    if not names:  # the method did not cluster (a ranking baseline): colour by source instead
+        srcs = sorted(set(scores["source"].astype(str)))
+        groups = np.array([srcs.index(s) for s in scores["source"].astype(str)])
+        return (f"<p>PCA of the {x.shape[1]}-dim loss vectors; {_esc(selection.report['method'])} does not "
+                "cluster, so colour = source; outlined = selected.</p>"
+                + svg_scatter(pca_2d(x), groups, selection.selected, srcs))
+    grey = (f", grey = not clustered ({unclustered} examples: filtered out, or in a source taken whole)"
+            if unclustered else "")
+    return (f"<p>PCA of the {x.shape[1]}-dim loss vectors; colour = the example's cluster ({len(names)} "
+            f"clusters), outlined = selected{grey}. Hover a point for its cluster.</p>"
+            + svg_scatter(pca_2d(x), groups, selection.selected, [], colors=cluster_colors(len(names)),
+                          titles=names))
+
+
+def _cluster_composition(per_cluster: dict[str, dict[str, int]], n_pool: int, n_sel: int,
+                         max_rows: int = 200) -> str:
+    """Per cluster: size, selected, and its share of the pool against its share of the subset."""
+    if not per_cluster:
+        return '<p class="muted">The method did not cluster.</p>'
+    order = sorted(per_cluster, key=lambda k: (-per_cluster[k]["size"], k))
+    rows = ["<table><tr><th>cluster</th><th>size</th><th>selected</th><th>% of cluster</th>"
+            "<th>share of pool / of subset</th></tr>"]
+    for key in order[:max_rows]:
+        r = per_cluster[key]
+        pool_share, sel_share = r["size"] / max(n_pool, 1), r["selected"] / max(n_sel, 1)
+        rows.append(f"<tr><td>{_esc(key)}</td><td>{r['size']}</td><td>{r['selected']}</td>"
+                    f"<td>{r['selected'] / max(r['size'], 1):.0%}</td>"
+                    f'<td>{_bar(pool_share, "#c8c8c8")} {pool_share:.1%}<br>{_bar(sel_share, "#4c72b0")} '
+                    f"{sel_share:.1%}</td></tr>")
+    more = (f'<p class="muted">The {max_rows} largest of {len(order)} clusters; every cluster is in '
+            "report.json.</p>" if len(order) > max_rows else "")
+    return "".join(rows) + "</table>" + more
 
 
 def write_report_html(scores: pd.DataFrame, selection: Selection, report: dict[str, Any], path: Path) -> None:
@@ -183,6 +250,8 @@ def write_report_html(scores: pd.DataFrame, selection: Selection, report: dict[s
         "<h2>Difficulty distribution</h2>", _difficulty_section(scores, selection.selected, r["per_source"]),
         "<h2>Loss-vector clusters</h2>", _cluster_section(scores, selection),
         "<h2>Composition by source</h2>", _composition(r["per_source"], r["n_pool"], r["n_selected"]),
+        "<h2>Composition by cluster</h2>",
+        _cluster_composition(r.get("per_cluster", {}), r["n_pool"], r["n_selected"]),
         "<h2>Tokens scored vs full-trace scoring</h2>", _tokens(tokens),
     ]
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>reasonsift selection</title>'

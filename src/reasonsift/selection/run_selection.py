@@ -6,6 +6,12 @@ Reads ``RUN/scores.parquet``, chooses a subset with the configured method, and w
 - ``RUN/scores.parquet`` with ``cluster`` and ``selected`` columns added;
 - ``RUN/report.json`` with a ``selection`` section added to the scoring report; ``RUN/report.html`` for people;
 - ``RUN/README.md``, a dataset card naming the source data, scorer, config, budget and seed.
+
+The input is read again (for the rows, and for the embedding baseline's tokens) from the path the
+scoring report recorded; it must still match the fingerprint in ``RUN/score/manifest.json``, or
+``select`` refuses, since row indices into an edited file point at the wrong rows.
+``selected.jsonl`` is written first: every later file describes a selection that is already on
+disk, so a failure part-way never leaves a report or flags for rows that were not written.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from reasonsift.config import ConfigError, config_to_dict
-from reasonsift.data.load import iter_rows
+from reasonsift.config import ConfigError, DataConfig, SelectConfig, config_to_dict, make_config
+from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
+from reasonsift.data.records import DataError
 from reasonsift.runfolder import (RunPaths, read_json, save_config, write_atomic, write_json_atomic,
                                   write_text_atomic)
 from reasonsift.selection.select import select
@@ -28,34 +35,99 @@ from reasonsift.selection.report import write_report_html
 logger = logging.getLogger(__name__)
 
 
-def _embeddings(paths: RunPaths, scoring: dict[str, Any], configs: dict[str, Any], progress: bool) -> Any:
-    """Embed every scored example with θ₀ (only the embedding baseline needs this)."""
-    from reasonsift.config import ModelConfig, make_config
-    from reasonsift.models import load_model
+def resolve_input(recorded: str, paths: RunPaths) -> str:
+    """The scored input to read again, checked against the scoring manifest's fingerprint.
+
+    recorded: the scoring report's ``input`` (an absolute path for new runs, the hub id for hub data)
+    or the path ``curate`` was given. A relative path (older runs stored it as typed) is resolved
+    against the current directory. Raises ``DataError`` when the file is gone or its fingerprint
+    differs from the one scored: row indices into another file would pick the wrong rows.
+    """
+    from reasonsift.scoring.run_scoring import input_fingerprint
+
+    path = Path(recorded).expanduser()
+    data = str(path.resolve()) if path.exists() else str(recorded)
+    if not paths.manifest.exists():
+        logger.warning("%s: no scoring manifest, so the input %s cannot be checked against what was scored",
+                       paths.root, data)
+        return data
+    scored = read_json(paths.manifest).get("input")
+    if scored is None:
+        return data
+    if not path.exists() and not str(scored).startswith("hub:"):
+        raise DataError(f"{recorded}: the scored input file is not there (relative paths are read from "
+                        f"{Path.cwd()}); restore it, or run select from the folder it was scored from")
+    current = input_fingerprint(data)
+    if current != scored:
+        raise DataError(f"{data} changed since {paths.root} was scored (fingerprint {current}, scored {scored}); "
+                        "score it again into a new --run folder")
+    return data
+
+
+def embedding_items(data: str, data_cfg: DataConfig, tokenizer: Any, row_index: list[int],
+                    max_tokens: int) -> list[Any]:
+    """One ``Item`` per ``row_index`` (in that order): prompt + the *whole* response, cut to ``max_tokens``.
+
+    The token shards hold only the scoring window (≤ long_tokens of the response); the official
+    embedding baseline embeds the whole text up to 16,384 tokens, so the input is tokenized again
+    with the same rendering as scoring (``tokenize_example``, same system prompt and fields).
+    """
+    from reasonsift.data.render import tokenize_example
     from reasonsift.scoring.scorer import Item
+
+    where = {int(r): i for i, r in enumerate(row_index)}
+    items: list[Any] = [None] * len(where)
+    for _, ex, _ in iter_examples(data, parse_field_overrides(data_cfg.fields), data_cfg.split,
+                                  data_cfg.skip_bad_rows, data_cfg.limit):
+        if ex is None or ex.row_index not in where:
+            continue
+        tk = tokenize_example(tokenizer, ex, data_cfg.system_prompt)
+        # plain truncation of the whole sequence, as the official tokenizer(max_length=...) call does
+        prompt = tk.prompt_ids[:max_tokens]
+        items[where[ex.row_index]] = Item(prompt, tk.response_ids[: max_tokens - len(prompt)])
+    missing = [r for r, i in where.items() if items[i] is None]
+    if missing:
+        raise DataError(f"{data}: {len(missing)} scored row(s) are no longer in the input (first row index "
+                        f"{missing[0]})")
+    return items
+
+
+def _embeddings(data: str, scoring: dict[str, Any], saved: dict[str, Any], sel: SelectConfig,
+                row_index: list[int], progress: bool) -> Any:
+    """Embed every scored example with θ₀ (only the embedding baseline needs this); rows follow ``row_index``."""
+    from reasonsift.config import ModelConfig
+    from reasonsift.models import load_model, load_tokenizer
     from reasonsift.selection.embedding import embed_items
 
-    sel = configs["select"]
-    saved = yaml.safe_load(paths.config.read_text()) or {}
-    model = load_model(scoring["model"], make_config(ModelConfig, saved.get("model", {}), "model"))
-    items = []
-    for shard in sorted((paths.score_dir / "tokens").glob("shard*.parquet")):
-        t = pq.read_table(shard, columns=["prompt_ids", "response_ids"])
-        for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
-            items.append(Item(p[: sel.embedding_max_tokens], r[: max(1, sel.embedding_max_tokens - len(p))]))
+    mc = make_config(ModelConfig, saved.get("model", {}), "model")
+    tokenizer = load_tokenizer(scoring["model"], mc.trust_remote_code)
+    items = embedding_items(data, make_config(DataConfig, saved.get("data", {}), "data"), tokenizer, row_index,
+                            sel.embedding_max_tokens)
+    model = load_model(scoring["model"], mc)
     return embed_items(model, items, sel.embedding_batch_tokens, progress)
 
 
 def write_selected(data: str, split: str, row_indices: set[int], out: Path) -> int:
-    """Stream the input again and copy the chosen rows verbatim, in input order."""
+    """Stream the input again and copy the chosen rows verbatim, in input order; returns rows written.
+
+    Raises ``DataError`` (and leaves ``out`` untouched) when fewer rows were found than chosen: the
+    input no longer has the rows that were scored.
+    """
+    written = 0
+
     def write(tmp: Path) -> None:
+        nonlocal written
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             for raw in iter_rows(data, split):
                 if raw.index in row_indices:
                     f.write(raw.raw + "\n")
+                    written += 1
+        if written != len(row_indices):
+            raise DataError(f"{data}: found {written} of the {len(row_indices)} selected rows; the input "
+                            "has fewer rows than when it was scored")
 
     write_atomic(out, write)
-    return len(row_indices)
+    return written
 
 
 def dataset_card(scoring: dict[str, Any], report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -86,29 +158,35 @@ selection flag per example are in `scores.parquet`; the full config is in `confi
 
 def run_selection(run: str | Path, configs: dict[str, Any], command: str = "", progress: bool = True,
                   data: str | None = None) -> dict[str, Any]:
-    """Select from a scored run folder; returns the selection report."""
+    """Select from a scored run folder; returns the selection report.
+
+    data: the input as ``curate`` was given it; by default the scoring report's ``input``.
+    """
     paths = RunPaths(Path(run))
     if not paths.scores.exists() or not paths.report.exists():
         raise ConfigError(f"{paths.root}: no scores.parquet/report.json; run `reasonsift score` first")
     sel = configs["select"]
     scoring = {k: v for k, v in read_json(paths.report).items() if k != "selection"}
-    data = data or scoring["input"]
+    if not (data or scoring.get("input")):
+        raise ConfigError(f"{paths.report} names no input; run `reasonsift score` again")
+    data = resolve_input(data or scoring["input"], paths)
+    saved = (yaml.safe_load(paths.config.read_text()) if paths.config.exists() else None) or {}
     table = pq.read_table(paths.scores)
     scores = table.drop([c for c in ("cluster", "selected") if c in table.column_names]).to_pandas()
-    embeddings = _embeddings(paths, scoring, configs, progress) if sel.method == "embedding" else None
+    embeddings = None
+    if sel.method == "embedding":
+        embeddings = _embeddings(data, scoring, saved, sel, scores["row_index"].astype(int).tolist(), progress)
     selection = select(scores, sel, embeddings)
     report = {**selection.report, "command": command}
-    saved = yaml.safe_load(paths.config.read_text()) if paths.config.exists() else {}
-    saved = {k: v for k, v in (saved or {}).items() if k != "select"}
-    saved.update(config_to_dict({"select": sel}))
-    save_config(paths.config, saved, command)
+    row_indices = set(scores.loc[selection.selected, "row_index"].astype(int))
+    # selected.jsonl first: the files written after it only describe a selection already on disk
+    write_selected(data, saved.get("data", {}).get("split", "train"), row_indices, paths.selected)
     out = pa.Table.from_pandas(scores, preserve_index=False) \
         .append_column("cluster", pa.array(selection.cluster, pa.int32())) \
         .append_column("selected", pa.array(selection.selected, pa.bool_()))
     write_atomic(paths.scores, lambda p: pq.write_table(out, p))
-    row_indices = set(scores.loc[selection.selected, "row_index"].astype(int))
-    scoring_config = yaml.safe_load(paths.config.read_text()).get("data", {})
-    write_selected(data, scoring_config.get("split", "train"), row_indices, paths.selected)
+    save_config(paths.config, {**{k: v for k, v in saved.items() if k != "select"},
+                               **config_to_dict({"select": sel})}, command)
     write_json_atomic(paths.report, {**scoring, "selection": report})
     write_report_html(scores, selection, {**report, "tokens": scoring.get("tokens", {}),
                                           "theta_rnd": scoring.get("theta_rnd")}, paths.report_html)

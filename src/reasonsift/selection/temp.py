@@ -4,14 +4,23 @@
    high-loss cluster; small sources are kept whole. Unlike the official code, nothing else is added
    (its difficulty path falls through into the middle-perplexity baseline and adds 1,000 more rows).
 2. ``allocate_sources``: budget over domains, then over sources within a domain, by softmax (T=1)
-   of ``group_difficulty`` with the official capacity adjustment (``allocate_budget``).
+   of ``group_difficulty`` (100-token losses) with the official capacity adjustment
+   (``allocate_budget``).
 3. ``select_within_source``: k-means on the raw 8-dim 1000-token loss vectors, balanced quotas
-   over clusters smallest first, top brittleness inside each cluster, leftovers from singletons.
-Token budgets (``select.budget_tokens``) run the same steps with every size and budget counted in
-response tokens: the filter's "small source" test and the softmax allocation compare token totals,
-cluster quotas are token quotas filled in brittleness order up to the first example that does not
-fit (the rest rolls to the next cluster), and K_s uses the source's budget in
-tokens divided by its mean example length (an expected example count).
+   over clusters (>= 2 members) smallest first, top brittleness inside each cluster (official sign
+   rule, ``brittleness_key``), leftovers at random from singletons.
+
+Token budgets (``select.budget_tokens``): the result is ≤ T tokens and nothing else fits (no
+unselected example of the difficult subset is short enough for the slack). Every size and budget
+above is counted in response tokens: the filter's "small source" test and the softmax allocation
+compare token totals, and K_s uses the source's token budget divided by its mean example length (an
+expected example count). Inside a source, each cluster's token quota is filled in brittleness order,
+skipping an example that does not fit for the next one that does; the unused part of a quota rolls
+on to the next cluster; what is left after the largest cluster goes to random singletons (as in the
+paper), then to the source's other unselected examples by brittleness. Only then, when the slack
+left in every source is too small for that source's next example but their sum is not, does a final
+pass over the difficult subset (by brittleness) spend it; the tokens it adds beyond a source's budget
+are reported as that source's ``overrun``.
 """
 
 from __future__ import annotations
@@ -127,34 +136,49 @@ def allocate_sources(sources: np.ndarray, domains: np.ndarray, loss_100: np.ndar
     return alloc, difficulty, notes
 
 
+def brittleness_key(loss_1000: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) the within-cluster ranking key: brittleness b = L(θ_last) − L(θ_first), sign per cluster.
+
+    Official rule (``faiss_kmeans_selection``, "learnability"): a cluster whose mean first-checkpoint
+    loss is *below* its mean last-checkpoint loss ranks by last − first; any other cluster (mean
+    first ≥ mean last, ties included) ranks by first − last. Higher key = taken first.
+    """
+    first, last = loss_1000[:, 0], loss_1000[:, -1]
+    key = last - first
+    for c in np.unique(labels):
+        members = labels == c
+        if not first[members].mean() < last[members].mean():
+            key[members] = -key[members]
+    return key
+
+
 def select_within_source(loss_1000: np.ndarray, budget: int, cost: np.ndarray | None = None,
                          examples_per_cluster: int = 4, seed: int = 42, iters: int = 20,
-                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stage D for one source: (mask (n,) bool, cluster labels (n,), -1 when not clustered).
+                         rng: np.random.Generator | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Stage D for one source: (mask (n,) bool, cluster labels (n,) or -1 when not clustered, picks).
 
     loss_1000: (n, m) raw 1000-token loss vectors. K = max(1, n_expected // examples_per_cluster)
     clusters (n_expected = the budget in examples); quotas as in ``balanced_cluster_pick`` over
-    clusters with >= 2 members; inside a cluster, highest brittleness b = L(θ_last) − L(θ_first) first,
-    with b negated when the cluster's mean first-checkpoint loss exceeds its mean last-checkpoint loss
-    (temp-method.md §1.6); leftovers at random from singletons, then from any unselected member.
+    clusters with >= 2 members, each filled by ``brittleness_key`` (temp-method.md §1.6); leftovers
+    at random from singletons (``rng``, or one seeded by ``seed``), then — token budgets only — the
+    source's other unselected examples by the same key. picks: examples taken per stage
+    ("quota", "small", "rest").
     """
     n = len(loss_1000)
     cost = np.ones(n, dtype=np.int64) if cost is None else cost
     rng = np.random.default_rng(seed) if rng is None else rng
     if budget <= 0 or budget >= int(cost.sum()):  # official shortcuts: take none / take all
-        return np.full(n, budget > 0), np.full(n, -1, dtype=np.int64)
+        return np.full(n, budget > 0), np.full(n, -1, dtype=np.int64), {}
     n_expected = budget if (cost == 1).all() else budget / float(cost.mean())
     labels, _ = kmeans(loss_1000, max(1, int(n_expected) // examples_per_cluster), seed, iters)
-    brittle = loss_1000[:, -1] - loss_1000[:, 0]  # (n,)
+    key = brittleness_key(loss_1000, labels)
 
     def rank(members: np.ndarray) -> np.ndarray:
-        sub = loss_1000[members]
-        flip = sub[:, 0].mean() > sub[:, -1].mean()
-        key = -brittle[members] if flip else brittle[members]
-        return members[np.argsort(-key, kind="stable")]
+        return members[np.argsort(-key[members], kind="stable")]
 
-    mask, _ = balanced_cluster_pick(labels, rank, cost, budget, 2, rng)
-    return mask, labels
+    mask, picks = balanced_cluster_pick(labels, rank, cost, budget, 2, rng, rest=rank(np.arange(n)))
+    return mask, labels, picks
 
 
 def select_temp(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
@@ -164,9 +188,15 @@ def select_temp(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
     sources = scores["source"].astype(str).to_numpy()
     domains = scores["domain"].astype(str).to_numpy()
     loss_100, loss_1000 = loss_matrix(scores, "loss_100"), loss_matrix(scores, "loss_1000")  # (n, m)
-    hard = difficulty_filter(scores, budget.amount, cfg.seed, cfg.kmeans_iters, budget.cost)
-    hard_idx = np.flatnonzero(hard)
     notes = []
+    if not np.isfinite(scores["difficulty"].to_numpy(dtype=np.float64)).any():
+        # NaN -> 0 would make every row equally difficult and the filter keep everything silently
+        notes.append("difficulty is empty (NaN) for every row, i.e. no Gaussian checkpoint was scored "
+                     "(score.num_isotropic=0?): the difficulty filter was skipped and every example is eligible")
+        hard = np.ones(len(scores), dtype=bool)
+    else:
+        hard = difficulty_filter(scores, budget.amount, cfg.seed, cfg.kmeans_iters, budget.cost)
+    hard_idx = np.flatnonzero(hard)
     means = loss_100[hard_idx].mean(0)
     if int(np.argmax(means)) != len(means) - 1:
         # the official code asserts this; we only warn, the allocation is still defined
@@ -174,30 +204,34 @@ def select_temp(scores: pd.DataFrame, cfg: SelectConfig) -> Selection:
                      f"(means {np.round(means, 4).tolist()}): is the direction / radius right?")
     selected = np.zeros(len(scores), dtype=bool)
     cluster = np.full(len(scores), -1, dtype=np.int64)
-    alloc, difficulty = {}, {}
+    key = loss_1000[:, -1] - loss_1000[:, 0]  # brittleness; sign-adjusted per cluster below
+    alloc, difficulty, picks = {}, {}, {}
     if int(budget.cost[hard_idx].sum()) > budget.amount:
         alloc, difficulty, more = allocate_sources(sources[hard_idx], domains[hard_idx], loss_100[hard_idx],
                                                    budget.cost[hard_idx], budget.amount)
         notes += more
         for src, n_s in alloc.items():
             idx = hard_idx[sources[hard_idx] == src]
-            mask, labels = select_within_source(loss_1000[idx], n_s, budget.cost[idx], cfg.examples_per_cluster,
-                                                cfg.seed, cfg.kmeans_iters, rng_for(cfg.seed, src))
+            mask, labels, picks[src] = select_within_source(loss_1000[idx], n_s, budget.cost[idx],
+                                                            cfg.examples_per_cluster, cfg.seed,
+                                                            cfg.kmeans_iters, rng_for(cfg.seed, src))
             selected[idx[mask]] = True
             cluster[idx] = labels
+            if (labels >= 0).any():
+                key[idx] = brittleness_key(loss_1000[idx], labels)
     else:  # the difficult subset fits in the budget: take it all (finish() notes the shortfall)
         selected[hard_idx] = True
         alloc = {s: int(budget.cost[hard_idx[sources[hard_idx] == s]].sum()) for s in set(sources[hard_idx])}
-    brittle = loss_1000[:, -1] - loss_1000[:, 0]
-    fill_order = hard_idx[np.argsort(-brittle[hard_idx], kind="stable")]
-    per_source = _per_source(scores, sources, hard, alloc, difficulty)
+    # the final fill (token budgets) spends slack no single source could use, best-ranked first
+    fill_order = hard_idx[np.argsort(-key[hard_idx], kind="stable")]
+    per_source = _per_source(scores, sources, hard, alloc, difficulty, picks)
     return finish(scores, cfg, budget, selected, cluster, fill_order, per_source, notes,
                   eligible_why=f"the difficulty filter kept {len(hard_idx)} of {len(scores)} examples")
 
 
 def _per_source(scores: pd.DataFrame, sources: np.ndarray, hard: np.ndarray, alloc: dict[str, int],
-                difficulty: dict[str, float]) -> dict[str, dict]:
-    """hard count, budget, D_g and the filter's threshold (lowest kept difficulty) per source."""
+                difficulty: dict[str, float], picks: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """hard count, budget, D_g, picks per stage and the filter's threshold (lowest kept difficulty)."""
     d = column(scores, "difficulty")
     out = {}
     for src in sorted(set(sources)):
@@ -205,6 +239,6 @@ def _per_source(scores: pd.DataFrame, sources: np.ndarray, hard: np.ndarray, all
         kept = m & hard
         cut = kept.sum() < m.sum() and kept.any()
         out[src] = {"hard": int(kept.sum()), "budget": int(alloc[src]) if src in alloc else None,
-                    "group_difficulty": difficulty.get(src),
+                    "group_difficulty": difficulty.get(src), "picks": picks.get(src) or None,
                     "difficulty_threshold": float(d[kept].min()) if cut else None}
     return out
