@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reasonsift.evaluation.answers import extract_answer, gold_answer, is_equivalent, normalize_answer, question_text
+from tests.evaluation.conftest import shared_data_or_skip
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -18,8 +19,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 def _jsonl(rel: str, n: int) -> list[dict]:
     """The first n rows of a JSONL file under ../shared/data (skip the test when it is absent)."""
     path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
+    shared_data_or_skip(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for _, line in zip(range(n), f)]
@@ -28,8 +28,7 @@ def _jsonl(rel: str, n: int) -> list[dict]:
 def _aqua(n: int) -> list[tuple[str, str, str]]:
     """(question, answer, rationale) of the first n AQuA rows of FLAN's TSV."""
     path = DATA / "flan_cot" / "aqua_train.tsv"
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
+    shared_data_or_skip(path)
     with open(path, encoding="utf-8") as f:
         return [tuple(line.rstrip("\n").split("\t")) for _, line in zip(range(n), f)]
 
@@ -193,3 +192,31 @@ def test_missing_math_verify_names_the_extra(monkeypatch):
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="unknown answer kind"):
         extract_answer("42", kind="number")
+
+
+def test_answer_phrase_gives_the_result_not_the_first_number():
+    # The audit's two strings: the first operand (3, 2) used to be taken.
+    assert extract_answer("The answer is 3 + 4 = 7 apples.") == "7"
+    assert extract_answer("Let me answer: first compute 2*3=6. Then 6+1=7.") == "7"  # "answer" as a verb
+    assert extract_answer("The answer is 3 + 4 = 7.") == "7"
+    assert extract_answer("To answer: 5 + 5 = 10") == "10"
+    assert extract_answer("The answer is 18 dollars, 2 more than 16.") == "18"  # the value stated first
+    assert extract_answer("The final answer is that she has 18 dollars left") == "18"
+    assert extract_answer("The answer is $18 per hour.") == "18"
+    assert extract_answer("the answer is \\frac{1}{2} inches") == "\\frac{1}{2}"
+    assert extract_answer("The answer is y = 2x + 3") == "y = 2x + 3"  # an equation can be the answer
+    # Real final sentences of MATH500 traces (sky_t1_long_cot, idx 8, 52, 113, 207, 19).
+    assert extract_answer("So, the final answer is 3*sqrt(13) units.") == "3*sqrt(13)"
+    assert is_equivalent(extract_answer("So, the final answer is 3*sqrt(13) units."), "3\\sqrt{13}")
+    assert extract_answer("Everything checks out. I think the answer is indeed 12.") == "12"
+    assert extract_answer("Everything checks out. I think the answer is definitely \\(8000\\).") == "8000"
+    assert extract_answer("So, the final answer is 28 different pizzas.") == "28"
+    assert is_equivalent(extract_answer("So, the answer is \\( a = 3 \\)."), "3")
+
+
+def test_gsm8k_gold_with_nothing_after_hashes_raises():
+    with pytest.raises(ValueError, match="'####' with no final answer"):
+        gold_answer({"question": "q", "answer": "3 + 4 = 7\n####"})
+    with pytest.raises(ValueError, match="'####' with no final answer"):
+        gold_answer({"question": "q", "answer": "####   "})
+    assert gold_answer({"question": "q", "answer": "3 + 4 = 7\n#### 7"}) == "7"

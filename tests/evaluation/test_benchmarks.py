@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reasonsift.evaluation.benchmarks import load_benchmark
+from tests.evaluation.conftest import shared_data_or_skip
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -17,8 +18,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 def _real(rel: str) -> Path:
     """A file under ../shared/data (skip the test when it is absent)."""
     path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
+    shared_data_or_skip(path)
     return path
 
 
@@ -135,3 +135,13 @@ def test_other_errors(tmp_path: Path):
         load_benchmark(empty)
     with pytest.raises(FileNotFoundError):
         load_benchmark(tmp_path / "missing.jsonl")
+
+
+def test_gsm8k_empty_gold_names_file_and_row(tmp_path: Path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n"
+                    + json.dumps({"question": "3+4?", "answer": "3 + 4 = 7\n####"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"cut\.jsonl:2: .*'####' with no final answer") as err:
+        load_benchmark(path)
+    assert "\n" not in str(err.value)
+    assert [it["gold"] for it in load_benchmark(path, skip_bad_rows=True)] == ["4"]  # never the gold "####"

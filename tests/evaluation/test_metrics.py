@@ -62,3 +62,23 @@ def test_summarize_greedy_only_and_errors():
         summarize([], ks=[1])
     with pytest.raises(ValueError, match="no samples"):
         summarize([{"id": "x", "correct": []}], ks=[1])
+
+
+def test_pass_at_k_values_always_include_the_sample_count():
+    from reasonsift.evaluation.run_evaluation import pass_at_k_values
+
+    assert pass_at_k_values(1) == [1]
+    assert pass_at_k_values(3) == [1, 2, 3]
+    assert pass_at_k_values(6) == [1, 2, 4, 6]
+    assert pass_at_k_values(8) == [1, 2, 4, 8]
+    assert pass_at_k_values(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+
+
+def test_pass_at_k_hand_example_against_the_estimator():
+    # 5 samples, 2 right: pass@2 = 1 - C(3,2)/C(5,2) = 1 - 3/10; pass@3 = 1 - C(3,3)/C(5,3) = 1 - 1/10.
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    assert pass_at_k(5, 2, 4) == 1.0  # only 3 wrong samples: every 4-subset holds a right one
+    out = summarize([{"correct": [True, False, True, False, False]}, {"correct": [False] * 5}], ks=[2, 3, 5])
+    assert out["pass@2"] == pytest.approx(0.35) and out["pass@3"] == pytest.approx(0.45)
+    assert out["pass@5"] == pytest.approx(0.5)

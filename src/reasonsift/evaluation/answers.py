@@ -30,6 +30,9 @@ _PAREN_LETTER_RE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)")  # "(B)" or "B)" any
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # an English word, not a LaTeX command
 _MATH_WORDS = {"sqrt", "frac", "dfrac", "infty", "cdot", "times", "div", "circ", "log", "sin", "cos", "tan"}
 _BRACE_DEPTH = {"{": 1, "}": -1}
+# Words before "answer" that make it a verb: "let me answer:", "to answer:", "I will answer:".
+_VERB_CONTEXT = {"to", "me", "i", "we", "us", "will", "can", "could", "would", "should", "must", "i'll",
+                 "we'll", "let's", "lets"}
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 
 
@@ -94,19 +97,55 @@ def choice_letter(text: str, any_case: bool = False) -> str | None:
     return None
 
 
+def _is_word(match: re.Match) -> bool:
+    """Whether a ``_WORD_RE`` match is an English word rather than a math name (sqrt, frac, ...)."""
+    return match.group(0).lower() not in _MATH_WORDS
+
+
+def _math_phrase_value(span: str) -> str:
+    """The value a math answer phrase states, from a span that holds words besides the answer.
+
+    "3 + 4 = 7 apples" -> "7" (the result after the last ``=``, not the first operand);
+    "18 dollars, 2 more than 16" -> "18" (the value stated first, units and remarks after);
+    "indeed 12" / "that she has 18 dollars" -> the last number (words before the value).
+    """
+    tail = span.rsplit("=", 1)[1] if "=" in span else span
+    word = next((m for m in _WORD_RE.finditer(tail) if _is_word(m)), None)
+    head = (tail[: word.start()] if word else tail).strip().rstrip(",;:(").strip()
+    if re.search(r"\d", head):
+        plain = _plain_number(head)
+        return plain if _NUMBER_RE.fullmatch(plain) else head  # "3*sqrt(13)", "\\frac{1}{2}" stay whole
+    return _number_in(tail) or _number_in(span) or span
+
+
 def _phrase_answer(text: str, kind: str) -> str | None:
-    """The span after the last "answer is" / "answer:"; in math, "18 dollars" becomes "18"."""
-    matches = list(_PHRASE_RE.finditer(text))
+    """The span after the last "answer is" / "answer:"; in math, "18 dollars" becomes "18".
+
+    "answer" used as a verb ("Let me answer: first compute ...") announces working, not a result,
+    so such matches are ignored and the later rules (last number) decide.
+    """
+    matches = [m for m in _PHRASE_RE.finditer(text)
+               if _word_before(text, m.start()) not in _VERB_CONTEXT]
     if not matches:
         return None
     span = _clean_span(matches[-1].group(1))
     if not span:
         return None
     if kind in ("auto", "math"):
-        words = [w for w in _WORD_RE.findall(span) if w.lower() not in _MATH_WORDS]
-        if words:
-            return _number_in(span, last=False) or span
+        if any(_is_word(m) for m in _WORD_RE.finditer(span)):
+            return _math_phrase_value(span)
+        # "3 + 4 = 7": arithmetic on the left of the last "=" means the result is on its right;
+        # "y = 2x + 3" stays whole (an equation can be the answer).
+        left, sep, right = span.rpartition("=")
+        if sep and right.strip() and re.fullmatch(r"[\d\s+\-*/×÷().,^]+", left):
+            return _plain_number(right.strip())
     return span
+
+
+def _word_before(text: str, pos: int) -> str:
+    """The lower-cased word just before ``pos`` ("" at the start of the text)."""
+    match = re.search(r"([A-Za-z']+)\s*$", text[:pos])
+    return match.group(1).lower() if match else ""
 
 
 def extract_answer(text: str, kind: str = "auto") -> str | None:
@@ -147,13 +186,16 @@ def gold_answer(row: dict) -> str:
 
     GSM8K ``answer`` -> the text after ``####``; MATH ``solution`` -> its last ``\\boxed{}``; otherwise
     the first present, non-empty of ``answer``, ``gold``, ``final_answer``, ``target``, ``label`` (a
-    value holding a ``\\boxed{}`` gives the boxed content). Raises ValueError naming the keys tried.
+    value holding a ``\\boxed{}`` gives the boxed content). Raises ValueError naming the keys tried, or
+    when a GSM8K answer has nothing after its ``####``.
     """
     answer = row.get("answer")
     if isinstance(answer, str) and "####" in answer:
         gold = answer.rsplit("####", 1)[1].strip()
-        if gold:
-            return gold
+        if not gold:
+            # Falling through would make the literal "####" the gold answer.
+            raise ValueError("GSM8K-style answer has '####' with no final answer after it")
+        return gold
     solution = row.get("solution")
     if isinstance(solution, str):
         boxed = _last_boxed(solution)
