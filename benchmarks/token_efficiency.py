@@ -161,7 +161,7 @@ def main() -> None:
           f"system prompt: {args.system_prompt!r}. Counts with Qwen2.5's tokenizer would differ.")
     if not args.no_check:
         cross_check(tokenizer, samples, 2 if args.quick else 3)
-    checkpoints = _checkpoints(ScoreConfig())  # what `reasonsift score` runs by default (direction=model)
+    checkpoints = _checkpoints(ScoreConfig(direction="model"))  # what `reasonsift score --direction-model F` runs
     summary = []
     for name, examples in samples.items():
         n_prompt, n_response = token_counts(tokenizer, examples, args.system_prompt)

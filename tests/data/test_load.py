@@ -289,8 +289,9 @@ BAD_CASES = {
     "missing": (b'{"q": "x"}', ("prompt=q", "response=a"), "missing field 'a'"),
     "empty": (b'{"question": "  ", "answer": "#### 2"}', None, "empty field 'question'"),
     "not_utf8": (b'{"question": "caf\xe9", "answer": "1"}', None, "not valid UTF-8"),
-    "unknown_schema": (b'{"text": "just text"}', None, "unknown schema"),
-    "no_response": (b'{"question": "x", "answer": null}', None, "no response column"),
+    # The first good row fixes the schema (question/answer), so later rows are held to it.
+    "other_schema": (b'{"text": "just text"}', None, "missing field 'question'"),
+    "null_response": (b'{"question": "x", "answer": null}', None, "missing field 'answer'"),
     "not_object": (b'[1, 2, 3]', None, "expected a JSON object"),
     "empty_assistant": (b'{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": ""}]}',
                         None, "empty assistant turn"),
@@ -299,9 +300,14 @@ BAD_CASES = {
 
 
 def bad_file(tmp_path: Path, line: bytes, fields: tuple | None) -> Path:
-    """Good row (line 1), blank (line 2), the bad row (line 3), good row (line 4)."""
+    """Good row (line 1), blank (line 2), the bad row (line 3), good row (line 4).
+
+    The good rows share the bad row's schema (the first good row fixes the schema of the file).
+    """
     path = tmp_path / "pool.jsonl"
     good = GOOD if fields is None else b'{"q": "good", "a": "#### 1", "key": "k"}'
+    if line.startswith(b'{"messages"'):
+        good = b'{"messages": [{"role": "user", "content": "good"}, {"role": "assistant", "content": "1"}]}'
     path.write_bytes(good + b"\n\n" + line + b"\n" + good.replace(b"good", b"also good") + b"\n")
     return path
 
@@ -390,3 +396,21 @@ def test_alpaca_instruction_and_input_form_the_prompt():
     assert ex.prompt == "Add the numbers.\n\n2 and 3" and ex.response == "5"
     row["input"] = ""
     assert to_example(RawRow(0, "x", "", row)).prompt == "Add the numbers."
+
+
+def test_unknown_schema_on_the_first_row(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"text": "just text"}\n')
+    with pytest.raises(DataError, match=r"pool.jsonl:1: unknown schema: no prompt column"):
+        list(iter_examples(path))
+
+
+def test_schema_is_fixed_by_the_first_good_row(tmp_path):
+    """A reasoning-schema row without its answer column is an error, not a shorter response."""
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"prompt": "p1", "reasoning": "r1", "distilled_answer_string": "a1"}\n'
+                    '{"prompt": "p2", "reasoning": "r2"}\n')
+    with pytest.raises(DataError, match=r"pool.jsonl:2: missing field 'distilled_answer_string'"):
+        list(iter_examples(path))
+    got = list(iter_examples(path, skip_bad_rows=True))
+    assert got[0][1].response == "r1\n\na1" and got[1][1] is None

@@ -79,9 +79,10 @@ def test_resume_refuses_a_changed_config(gsm8k_sample, tiny_model_dir, tiny_dire
 
 BAD_ROWS = {
     "malformed": ('{"question": "a", "answer": "b"', "malformed JSON"),
-    "missing": ('{"question": "what is 2+2?"}', "no response column"),
+    "missing": ('{"question": "what is 2+2?"}', "missing field 'answer'"),
     "empty": ('{"question": "", "answer": "4"}', "empty field 'question'"),
-    "unknown": ('{"foo": "x", "bar": "y"}', "unknown schema"),
+    # the schema is fixed by the first good row (GSM8K here), so a foreign row names what it lacks
+    "unknown": ('{"foo": "x", "bar": "y"}', "missing field 'question'"),
 }
 
 
@@ -118,5 +119,43 @@ def test_finetune_direction_when_no_theta_f(gsm8k_sample, tiny_model_dir, tmp_pa
 
 def test_missing_direction_model_is_a_clear_error(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
     assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(tmp_path / "r"),
-                 "--quiet", "data.limit=4"]) == 2
+                 "--quiet", "data.limit=4", "score.direction=model"]) == 2
     assert "--direction-model" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "score").exists()
+
+
+def test_default_direction_without_theta_f_falls_back_to_isotropic(gsm8k_sample, tiny_model_dir, tmp_path, caplog):
+    run = tmp_path / "r"
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(run), "--quiet",
+                 "data.limit=4", "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["direction"]["source"] == "isotropic" and report["loss_vectors_from"] == "isotropic"
+    assert "no --direction-model" in caplog.text
+
+
+def test_scores_equal_a_plain_labels_forward(gsm8k_sample, tiny_model_dir, tiny_direction_dir, tmp_path):
+    """base_loss_100 in scores.parquet is the HF ``model(input_ids, labels=)`` loss of the first N tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasonsift.data.load import iter_examples
+    from reasonsift.data.render import tokenize_example
+
+    run = tmp_path / "run"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, run, "data.limit=10")) == 0
+    scores = pq.read_table(run / "scores.parquet").to_pandas().set_index("id")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    checked = 0
+    for _, ex, _ in iter_examples(str(gsm8k_sample), limit=10):
+        t = tokenize_example(tok, ex, max_response_tokens=16)  # score.short_tokens=16 in SMALL
+        assert ex.id in scores.index
+        ids = torch.tensor([t.prompt_ids + t.response_ids])
+        labels = ids.clone()
+        labels[0, : len(t.prompt_ids)] = -100
+        with torch.no_grad():
+            expected = float(model(input_ids=ids, labels=labels).loss)
+        assert scores.loc[ex.id, "base_loss_100"] == pytest.approx(expected, abs=1e-4)
+        assert scores.loc[ex.id, "n_response_tokens"] == t.n_response_tokens
+        checked += 1
+    assert checked == 10

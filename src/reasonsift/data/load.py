@@ -273,53 +273,87 @@ def _final_answer(response: str) -> str:
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    return next((k for k in keys if k in row and row[k] is not None), None)
+    """The first of ``keys`` holding a value; else the first present at all (None), so that the
+    row is then reported as missing that field rather than as an unknown schema."""
+    return (next((k for k in keys if k in row and row[k] is not None), None)
+            or next((k for k in keys if k in row), None))
 
 
-def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
-    """Map one parsed row to an Example, or raise BadRow with a one-line reason."""
-    if raw.row is None:
-        raise BadRow(raw.error or "unreadable row")
-    row, fields = raw.row, fields or {}
-    system, answer = None, ""
+def detect_schema(row: dict[str, Any], fields: dict[str, str] | None = None) -> dict[str, str]:
+    """Which column plays which role (``prompt``, ``response`` or ``reasoning`` + ``answer``,
+    ``messages``, ``id``) in a row: ``--field`` overrides first, then detection by column name.
+
+    ``iter_examples`` detects once, on the first good row, and holds every later row to that
+    schema: a row without the reasoning schema's answer column must be an error, not a response
+    silently scored on the reasoning alone.
+    """
+    fields = dict(fields or {})
     chat_key = fields.get("messages") or _first(row, CHAT_KEYS)
-    if "prompt" not in fields and chat_key is not None and isinstance(row.get(chat_key), list):
-        prompt, response, system = _from_chat(row[chat_key], chat_key)
+    if "prompt" not in fields and chat_key is not None and (isinstance(row.get(chat_key), list)
+                                                             or "messages" in fields):
+        schema = {"messages": chat_key}
     else:
         prompt_key = fields.get("prompt") or _first(row, PROMPT_KEYS)
         if prompt_key is None:
             raise BadRow(f"unknown schema: no prompt column among {', '.join(PROMPT_KEYS + CHAT_KEYS)} "
                          f"(columns: {', '.join(sorted(row))}); pass --field prompt=COL")
-        prompt = _required(row, prompt_key)
-        if prompt_key == "instruction" and isinstance(row.get("input"), str) and row["input"].strip():
-            prompt = f"{prompt}\n\n{row['input']}"  # Alpaca: the input belongs to the prompt
+        schema = {"prompt": prompt_key}
         reasoning_key = fields.get("reasoning") or (None if "response" in fields else _first(row, REASONING_KEYS))
         if reasoning_key is not None:
+            schema["reasoning"] = reasoning_key
             final_key = fields.get("answer") or _first(row, FINAL_KEYS)
-            reasoning = _required(row, reasoning_key)
-            answer = _required(row, final_key) if final_key else ""
-            response = f"{reasoning}\n\n{answer}" if answer else reasoning
+            if final_key:
+                schema["answer"] = final_key
         else:
             response_key = fields.get("response") or _first(row, tuple(k for k in RESPONSE_KEYS if k != prompt_key))
             if response_key is None:
                 raise BadRow(f"unknown schema: no response column among {', '.join(RESPONSE_KEYS)} "
                              f"(columns: {', '.join(sorted(row))}); pass --field response=COL")
-            response = _required(row, response_key)
-    if "answer" in fields and not answer:
-        answer = _required(row, fields["answer"])
-    answer = answer or _final_answer(response)
+            schema["response"] = response_key
     id_key = fields.get("id") or _first(row, ID_KEYS)
     if id_key is not None:
-        if row.get(id_key) is None:
-            raise BadRow(f"missing field '{id_key}'")
-        example_id = str(row[id_key])
+        schema["id"] = id_key
+    for name in ("answer", "source", "domain"):
+        if name in fields:
+            schema[name] = fields[name]
+    return schema
+
+
+def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
+    """Map one parsed row to an Example, or raise BadRow with a one-line reason.
+
+    ``fields``: a schema from ``detect_schema`` (or ``--field`` overrides, completed by detection).
+    """
+    if raw.row is None:
+        raise BadRow(raw.error or "unreadable row")
+    row = raw.row
+    schema = detect_schema(row, fields)
+    system, answer = None, ""
+    if "messages" in schema:
+        prompt, response, system = _from_chat(row.get(schema["messages"]), schema["messages"])
+    else:
+        prompt = _required(row, schema["prompt"])
+        if schema["prompt"] == "instruction" and isinstance(row.get("input"), str) and row["input"].strip():
+            prompt = f"{prompt}\n\n{row['input']}"  # Alpaca: the input belongs to the prompt
+        if "reasoning" in schema:
+            reasoning = _required(row, schema["reasoning"])
+            answer = _required(row, schema["answer"]) if "answer" in schema else ""
+            response = f"{reasoning}\n\n{answer}" if answer else reasoning
+        else:
+            response = _required(row, schema["response"])
+    if "answer" in schema and not answer:
+        answer = _required(row, schema["answer"])
+    answer = answer or _final_answer(response)
+    if "id" in schema:
+        if row.get(schema["id"]) is None:
+            raise BadRow(f"missing field '{schema['id']}'")
+        example_id = str(row[schema["id"]])
     else:
         # Content hash, not position: ids must survive re-ordering and filtering of the input.
         example_id = hashlib.sha1(f"{prompt}\x00{response}".encode()).hexdigest()[:16]
     group = {}
     for name in ("source", "domain"):
-        key = fields.get(name, name)
-        value = row.get(key)
+        value = row.get(schema.get(name, name))
         group[name] = str(value) if value not in (None, "") else "default"
     return Example(id=example_id, prompt=prompt, response=response, source=group["source"],
                    domain=group["domain"], answer=str(answer), system=system, row_index=raw.index)
@@ -334,11 +368,14 @@ def iter_examples(source: str | Path, fields: dict[str, str] | None = None, spli
     Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples).
     """
     seen: dict[str, int] = {}
+    schema: dict[str, str] | None = None
     for n, raw in enumerate(iter_rows(source, split)):
         if limit is not None and n >= limit:
             break
         try:
-            ex = to_example(raw, fields)
+            ex = to_example(raw, schema or fields)
+            if schema is None:  # the first good row fixes the schema for the rest of the input
+                schema = detect_schema(raw.row, fields)  # type: ignore[arg-type]
         except BadRow as e:
             if not skip_bad_rows:
                 raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None

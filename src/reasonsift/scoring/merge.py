@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reasonsift.data.records import DataError
 from reasonsift.runfolder import RunPaths, done_marker, read_json, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -66,8 +69,8 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
         count += len(base)
         for k in range(1, n_iso + 1):
             sums[k] += _unit(paths, "isotropic", k, s, ["loss_short"]).column(0).to_numpy().sum()
-    if count == 0:
-        raise ValueError("no examples were scored (every row was rejected)")
+    if count == 0:  # run_scoring stops before this; kept for callers of merge_scores alone
+        raise DataError("no examples were scored (every row was rejected)")
     ratios = [float(sums[k] / sums[0]) if sums[0] > 0 else float("nan") for k in range(1, n_iso + 1)]
     theta_rnd = choose_theta_rnd(ratios, sc.target_ratio_low, sc.target_ratio_high) if n_iso else None
     if theta_rnd and not theta_rnd["in_range"]:
@@ -76,11 +79,16 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
                        sc.target_ratio_low, sc.target_ratio_high, ", ".join(f"{r:.3g}" for r in ratios),
                        theta_rnd["checkpoint"], theta_rnd["ratio"])
 
-    tokens = {"scored": 0, "scored_response": 0, "full_trace_once": 0}
+    # "scored" is TEMP's own cost (θ₀ and every perturbed checkpoint); the full-response pass of the
+    # full-loss baseline is counted apart, so that it neither inflates nor hides TEMP's savings.
+    tokens = {"scored": 0, "scored_response": 0, "full_trace_once": 0, "full_loss_pass": 0}
+    by_stage: dict[str, int] = {}
     counts = {"examples": 0, "rejected": 0, "boundary_mismatch": 0}
     rejected: list[dict[str, Any]] = []
     writer: pq.ParquetWriter | None = None
-    tmp = paths.scores.with_name(".scores.parquet.tmp")
+    fd, tmp_name = tempfile.mkstemp(prefix=".scores.parquet.", suffix=".tmp", dir=paths.root)
+    os.close(fd)
+    tmp = Path(tmp_name)
     for s in range(n_shards):
         tok_path = paths.score_dir / "tokens" / f"shard{s:05d}.parquet"
         meta = pq.read_table(tok_path, columns=["id", "row_index", "source", "domain", "n_prompt_tokens",
@@ -93,7 +101,12 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
         tokens["full_trace_once"] += int((n_prompt + n_resp).sum())
         for st, k, _ in checkpoints:
             u = _unit(paths, st, k, s, ["n_tokens", "n_scored"])
-            tokens["scored"] += int(u.column("n_tokens").to_numpy().sum())
+            n_tokens = int(u.column("n_tokens").to_numpy().sum())
+            by_stage[st] = by_stage.get(st, 0) + n_tokens
+            if st == "full":
+                tokens["full_loss_pass"] += n_tokens
+                continue
+            tokens["scored"] += n_tokens
             tokens["scored_response"] += int(u.column("n_scored").to_numpy().sum())
         base = _unit(paths, "base", 0, s, ["loss_short", "loss_long"])
         iso = np.stack([_unit(paths, "isotropic", k, s, ["loss_short"]).column(0).to_numpy()
@@ -123,7 +136,8 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
     tmp.replace(paths.scores)
     counts["rejected"] = len(rejected)
     counts["rows"] = counts["examples"] + counts["rejected"]
-    _write_rejected(paths, rejected)
+    write_rejected(paths, rejected)
+    tokens["by_stage"] = by_stage
     n_ckpts = len([c for c in checkpoints if c[0] != "full"])
     tokens["checkpoints"] = n_ckpts
     tokens["full_trace_all_checkpoints"] = tokens["full_trace_once"] * n_ckpts
@@ -139,7 +153,8 @@ def merge_scores(paths: RunPaths, configs: dict[str, Any], n_shards: int,
             "loss_vectors_from": vec_stage}
 
 
-def _write_rejected(paths: RunPaths, rejected: list[dict[str, Any]]) -> None:
+def write_rejected(paths: RunPaths, rejected: list[dict[str, Any]]) -> None:
+    """Write ``RUN/rejected.jsonl`` (one quarantined row per line, with its reason), or remove a stale one."""
     if not rejected:
         if paths.rejected.exists():
             paths.rejected.unlink()

@@ -34,8 +34,8 @@ from reasonsift.config import ConfigError, config_hash, config_to_dict
 from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
-from reasonsift.models import load_model, load_tokenizer, resolve_device
-from reasonsift.runfolder import (RunPaths, is_done, mark_done, read_json, save_config, write_atomic,
+from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config, write_atomic,
                                   write_json_atomic)
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import Item, score_items, self_check
@@ -65,20 +65,49 @@ def input_fingerprint(data: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any]) -> None:
-    """Refuse to resume a run folder that was scored from another input or config."""
+def _scored_units(paths: RunPaths) -> list[Path]:
+    """Finished score units (tokenization shards are not results and do not count)."""
+    return [p for p in paths.score_dir.glob("*/ckpt*/shard*.parquet.done") if p.parts[-3] != "tokens"]
+
+
+def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], device: torch.device,
+                   dtype: torch.dtype) -> None:
+    """Refuse to resume a run folder whose finished units came from another input or config.
+
+    The manifest holds the input's fingerprint, the config hash (speed-only keys left out), and the
+    resolved device type and dtype: noise is drawn on the device (CPU and CUDA generators give
+    different streams) and weights are rounded to the dtype, so units from a CPU/fp32 run must not
+    be mixed with units from a GPU/bf16 one. A folder where nothing was scored yet (a first run that
+    stopped on bad input, a mistyped model, a missing option) starts over instead of refusing.
+    """
     resolved = config_to_dict(configs)
     for key in PERFORMANCE_KEYS:
         resolved["score"].pop(key, None)
-    manifest = {"input": input_fingerprint(data), "config": config_hash(resolved)}
+    manifest = {"input": input_fingerprint(data), "config": config_hash(resolved),
+                "device": device.type, "dtype": str(dtype).removeprefix("torch.")}
     if paths.manifest.exists():
         old = read_json(paths.manifest)
-        if old != manifest:
-            what = "input data" if old.get("input") != manifest["input"] else "config"
+        if old == manifest:
+            return
+        if _scored_units(paths):
+            what = next((k for k in ("input", "config", "device", "dtype") if old.get(k) != manifest[k]), "config")
+            what = {"input": "input data", "device": "device type", "dtype": "dtype"}.get(what, what)
             raise ConfigError(f"{paths.root} was scored with a different {what}; use a new --run folder "
                               "or delete its score/ folder to start over")
-    else:
-        write_json_atomic(paths.manifest, manifest)
+        import shutil
+
+        logger.info("%s: nothing was scored yet under the old settings; starting over", paths.root)
+        for stale in (paths.score_dir, paths.root / "direction"):
+            shutil.rmtree(stale, ignore_errors=True)
+    write_json_atomic(paths.manifest, manifest)
+
+
+TOKEN_SHARD_SCHEMA = pa.schema([
+    ("id", pa.string()), ("row_index", pa.int64()), ("source", pa.string()), ("domain", pa.string()),
+    ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
+    ("n_prompt_tokens", pa.int64()), ("n_response_tokens", pa.int64()), ("response_chars", pa.int64()),
+    ("boundary_ok", pa.bool_()),
+])
 
 
 def _token_shard(paths: RunPaths, shard: int) -> Path:
@@ -97,8 +126,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         path = _token_shard(paths, shard)
         if shard % world != rank or is_done(path):
             return
-        rows = {k: [] for k in ("id", "row_index", "source", "domain", "prompt_ids", "response_ids",
-                                "n_prompt_tokens", "n_response_tokens", "response_chars", "boundary_ok")}
+        rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
         for ex in buffer:
             tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
             for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
@@ -107,7 +135,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                                ("n_response_tokens", tk.n_response_tokens),
                                ("response_chars", len(ex.response)), ("boundary_ok", tk.boundary_ok)):
                 rows[key].append(value)
-        table = pa.table(rows)
+        table = pa.table(rows, schema=TOKEN_SHARD_SCHEMA)
         write_atomic(path, lambda p: pq.write_table(table, p))
         mark_done(path, {"examples": len(buffer), "rejected": rejected})
 
@@ -136,12 +164,32 @@ def _wait_for(paths_: list[Path], what: str, timeout_s: float = 24 * 3600) -> No
         time.sleep(2.0)
 
 
+def resolve_direction(sc: Any) -> str:
+    """Where θ_f − θ₀ comes from: ``auto`` is ``model`` with --direction-model, else ``isotropic``."""
+    if sc.direction == "auto":
+        return "model" if sc.direction_model else "isotropic"
+    return sc.direction
+
+
+def check_score_config(sc: Any) -> None:
+    """Config errors that need no data or model, raised before any work starts."""
+    if sc.short_tokens > sc.long_tokens:
+        raise ConfigError("score.short_tokens must not exceed score.long_tokens")
+    if sc.direction == "model" and not sc.direction_model:
+        raise ConfigError("score.direction=model needs --direction-model PATH (θ_f); or set "
+                          "score.direction=finetune (short SFT on a sample) or score.direction=isotropic")
+    if sc.direction in ("finetune", "isotropic") and sc.direction_model:
+        raise ConfigError(f"--direction-model is given but score.direction={sc.direction} would ignore it; "
+                          "drop one of them")
+
+
 def _checkpoints(sc: Any) -> list[tuple[str, int, int]]:
     """(stage, checkpoint, response window) in loop order."""
-    iso_window = sc.long_tokens if sc.direction == "isotropic" else sc.short_tokens
+    direction = resolve_direction(sc)
+    iso_window = sc.long_tokens if direction == "isotropic" else sc.short_tokens
     units = [("base", 0, sc.long_tokens)]
     units += [("isotropic", k, iso_window) for k in range(1, sc.num_isotropic + 1)]
-    if sc.direction != "isotropic":
+    if direction != "isotropic":
         units += [("directional", j, sc.long_tokens) for j in range(1, sc.num_directional + 1)]
     if sc.full_loss:
         units.append(("full", 0, sc.max_full_tokens))
@@ -170,17 +218,22 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
                     n_shards: int) -> dict[str, Any]:
     """Set θ_f on the perturber from a model, a short fine-tune, or nothing (isotropic mode)."""
     sc, mc = configs["score"], configs["model"]
-    if sc.direction == "isotropic":
+    direction = resolve_direction(sc)
+    if direction == "isotropic":
+        if sc.direction == "auto":
+            logger.warning("no --direction-model (θ_f): the loss vectors come from the Gaussian checkpoints "
+                           "(score.direction=isotropic). For TEMP's directional vectors pass --direction-model, "
+                           "or score.direction=finetune for a short SFT on a sample of the pool.")
         return {"source": "isotropic", "note": "no θ_f: loss vectors come from the nested Gaussian checkpoints"}
-    if sc.direction == "model":
-        if not sc.direction_model:
-            raise ConfigError("score.direction=model needs --direction-model PATH (θ_f); or set "
-                              "score.direction=finetune (short SFT on a sample) or score.direction=isotropic")
+    if direction == "model":
         target = load_model(sc.direction_model, mc, next(model.parameters()).device)
         perturber.set_target(dict(target.named_parameters()))
         del target
         return {"source": f"model:{sc.direction_model}", "norm": perturber.direction_norm}
     saved = paths.root / "direction" / "theta_f.safetensors"
+    rank, _ = _rank_world()
+    if rank != 0:  # one process trains θ_f; the others must use that same direction
+        _wait_for([saved], "the direction fine-tune on rank 0")
     if not is_done(saved):
         from safetensors.torch import save_file
 
@@ -212,19 +265,28 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     sc, mc = configs["score"], configs["model"]
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
-    if sc.short_tokens > sc.long_tokens:
-        raise ConfigError("score.short_tokens must not exceed score.long_tokens")
+    check_score_config(sc)
     rank, world = _rank_world()
-    check_manifest(paths, data, configs)
+    device = resolve_device(mc.device)
+    check_manifest(paths, data, configs, device, resolve_dtype(mc.dtype, device))
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
     n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
-    _wait_for([_token_shard(paths, s) for s in range(n_shards)], "tokenization")
+    shard_files = [_token_shard(paths, s) for s in range(n_shards)]
+    _wait_for(shard_files, "tokenization")
+    n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
+    if not any(n_examples):
+        from reasonsift.scoring.merge import write_rejected
+
+        write_rejected(paths, [r for f in shard_files for r in read_json(done_marker(f)).get("rejected", [])])
+        raise DataError(f"{data}: every row was rejected; see {paths.rejected}")
     if world == 1:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = load_model(mc.model, mc, resolve_device(mc.device))
-    first = pq.read_table(_token_shard(paths, 0), columns=["prompt_ids", "response_ids"])
+    model = load_model(mc.model, mc, device)
+    # The fast path is checked on real examples: the first non-empty shard (a shard can be all rejected).
+    first = pq.read_table(shard_files[next(i for i, n in enumerate(n_examples) if n)],
+                          columns=["prompt_ids", "response_ids"])
     check_items = [Item(p, r[: sc.long_tokens]) for p, r in
                    zip(first.column(0).to_pylist()[:4], first.column(1).to_pylist()[:4])]
     check_err = self_check(model, check_items)
@@ -257,8 +319,14 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         return None
     from reasonsift.scoring.merge import merge_scores
 
-    report = merge_scores(paths, configs, n_shards, checkpoints)
-    report.update({"command": command, "input": str(data), "model": mc.model, "direction": direction,
+    with exclusive_lock(paths.score_dir / "merge.lock") as locked:
+        if not locked:  # two ranks finished at once; the other one is merging
+            logger.info("rank %d: another process is merging", rank)
+            return None
+        report = merge_scores(paths, configs, n_shards, checkpoints)
+    # An absolute path, so that ``select`` finds the rows from any working directory.
+    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
                    "self_check_max_abs_err": check_err, "world_size": world,
                    "wall_time_s": round(time.time() - start, 3)})
