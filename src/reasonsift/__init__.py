@@ -5,3 +5,8 @@ training -> evaluation; synth is the embedded synthetic reasoning world.
 """
 
 __version__ = "0.1.0"
+
+# The Python API mirrors the CLI subcommands (heavy imports happen inside each function).
+from reasonsift.api import curate, demo, evaluate, score, select, train  # noqa: E402
+
+__all__ = ["curate", "demo", "evaluate", "score", "select", "train", "__version__"]

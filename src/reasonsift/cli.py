@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with data:/model:/score:/select:/train:/evaluate: sections")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     p.add_argument("args", nargs="*", help="positional arguments, then section.key=value overrides")
 
 
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
     p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
-    p.add_argument("--out", help="output folder (default MODEL/eval/BENCHMARK)")
+    p.add_argument("--out", help="output folder (default MODEL/eval/<folder>-<file stem> of the benchmark)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     _common(p)
     p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
@@ -99,8 +101,7 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
     if args.field:
         out.append("data.fields=" + ",".join(args.field))
     if args.system_prompt is not None:
-        out.append(f"data.system_prompt={args.system_prompt!r}" if "'" not in args.system_prompt
-                   else f'data.system_prompt="{args.system_prompt}"')
+        out.append(f"data.system_prompt={args.system_prompt}")  # text fields keep the characters typed
     if args.skip_bad_rows:
         out.append("data.skip_bad_rows=true")
     if args.limit is not None:
@@ -141,7 +142,7 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     data = _one(plain, "DATA path or hub id")
     configs = load_config(["data", "model", "score"], args.config,
                           _data_overrides(args) + _score_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, " ".join(sys.argv), progress=not args.quiet)
+    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report:
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
@@ -155,7 +156,7 @@ def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str])
 
     run = _one(plain, "RUN folder")
     configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
-    report = run_selection(run, configs, " ".join(sys.argv), progress=not args.quiet)
+    report = run_selection(run, configs, args.command_line, progress=not args.quiet)
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
           f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
     return 0
@@ -168,10 +169,10 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
     data = _one(plain, "DATA path or hub id")
     configs = load_config(["data", "model", "score", "select"], args.config,
                           _data_overrides(args) + _score_overrides(args) + _select_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, " ".join(sys.argv), progress=not args.quiet)
+    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report is None:
         return 0  # another rank merges and selects
-    sel = run_selection(args.run, configs, " ".join(sys.argv), progress=not args.quiet, data=data)
+    sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
     print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
           f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
     return 0
@@ -186,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str
     flags += [f"evaluate.samples={args.samples}"] if args.samples is not None else []
     flags += [f"evaluate.limit={args.limit}"] if args.limit is not None else []
     configs = load_config(["model", "evaluate"], args.config, flags + overrides)
-    m = run_evaluation(args.model, args.benchmark, configs, args.out, " ".join(sys.argv), progress=not args.quiet)
+    m = run_evaluation(args.model, args.benchmark, configs, args.out, args.command_line, progress=not args.quiet)
     ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))
     print(f"{m['benchmark']}: accuracy {m['accuracy']:.3f} over {m['n_items']} items; {ks}")
     return 0
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.args = list(args.args) + extra
+    # what the run folders record as the command: the argv actually parsed (main() may be called from Python)
+    args.command_line = shlex.join(["reasonsift", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
@@ -242,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nreasonsift {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - anything else (OSError, RuntimeError, CUDA OOM ...): one line
+        if args.debug:
+            raise
+        kind = type(e).__name__
+        print(f"reasonsift {args.command}: error: {kind}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

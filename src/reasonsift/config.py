@@ -59,7 +59,7 @@ class ScoreConfig:
     isotropic_std_end: float = 8e-3  # cumulative per-coordinate std of the last one
     target_ratio_low: float = 2.0  # θ_rnd: dataset-mean loss ratio to θ₀ must lie in [low, high]
     target_ratio_high: float = 3.0
-    direction: Literal["model", "finetune", "isotropic"] = "model"  # where θ_f - θ₀ comes from
+    direction: Literal["auto", "model", "finetune", "isotropic"] = "auto"  # θ_f - θ₀: auto = model if given, else isotropic
     direction_model: str | None = None  # θ_f folder or hub id (direction=model)
     finetune_steps: int = 50  # direction=finetune: steps of a short SFT on a random sample
     finetune_examples: int = 256  # direction=finetune: size of that sample
@@ -91,14 +91,14 @@ class SelectConfig:
     kmeans_iters: int = 20
     s2l_clusters: int = 100  # S2L: clusters per source
     embedding_batch_tokens: int = 8192  # embedding baseline: tokens per forward
-    embedding_max_tokens: int = 2048  # embedding baseline: truncate prompt+response
+    embedding_max_tokens: int = 16384  # embedding baseline: truncate prompt+response
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Evaluation: generation and answer checking on a benchmark."""
 
-    samples: int = 1  # completions per item; pass@k is reported for k in 1, 2, 4, ... ≤ samples
+    samples: int = 1  # completions per item; pass@k is reported for k in 1, 2, 4, ... < samples and k = samples
     temperature: float = 0.0  # 0 = greedy (then samples must be 1)
     top_p: float = 1.0
     max_new_tokens: int = 1024

@@ -192,22 +192,14 @@ def test_bad_inputs_give_clear_errors(tiny_model_dir, train_data, tmp_path):
 
 
 def test_cli_train_with_cft_yaml_and_overrides(tiny_model_dir, cft_data, tmp_path, capsys):
-    import argparse
-
-    from reasonsift.cli import _split_overrides
-    from reasonsift.training.cli import add_parser, cmd_train
+    from reasonsift.cli import main
 
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("train:\n  objective: cft\n  max_steps: 1\n  max_length: 160\n")
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli_out"
-    # as reasonsift.cli.main parses: positionals may follow options
-    args, extra = parser.parse_known_args(["train", str(cft_data), "--model", str(tiny_model_dir), "--out", str(out),
-                                           "--config", str(yaml_file), "--quiet", "train.learning_rate=1e-3",
-                                           "--limit", "6"])
-    plain, overrides = _split_overrides(list(args.args) + extra)
-    assert cmd_train(args, plain, overrides) == 0
+    # positionals may follow options, overrides mix with flags
+    assert main(["train", str(cft_data), "--model", str(tiny_model_dir), "--out", str(out), "--config", str(yaml_file),
+                 "--quiet", "train.learning_rate=1e-3", "--limit", "6"]) == 0
     assert "trained cft for 1 steps on 6 examples" in capsys.readouterr().out
     report = json.loads((out / "train_report.json").read_text())
     assert 0.1 < report["dataset"]["loss_token_fraction"] < 0.4

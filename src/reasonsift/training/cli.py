@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 
@@ -47,7 +46,7 @@ def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     data = _one(plain, "DATA path or hub id")
     configs = load_config(["data", "model", "train"], args.config,
                           _data_overrides(args) + _train_overrides(args) + overrides)
-    report = run_training(data, configs, args.out, " ".join(sys.argv), progress=not args.quiet)
+    report = run_training(data, configs, args.out, args.command_line, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate/torchrun only the first process reports
     final = report["final_loss"]

@@ -30,6 +30,10 @@ pull on the weights. The alternative, "sum over critical tokens / all response t
 normaliser with the extra tokens zeroed), shrinks every step ~8x at a 12% mask — the same as an
 ~8x lower learning rate. The CFT paper does not report its normalisation
 (token-objectives.md §2.1, §4.3); if you compare against it, sweep the learning rate.
+
+Prefix (UPFT) needs no per-sequence weighting option: every example contributes the same
+``prefix_tokens`` (+ EOS) loss tokens unless its response is shorter, so the token mean is already
+(nearly) the per-sequence mean UPFT describes; only responses shorter than the prefix weigh less.
 """
 
 from __future__ import annotations

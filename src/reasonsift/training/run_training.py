@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import replace
@@ -66,6 +67,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError("train.max_length must be >= 2 and batch size / accumulation steps >= 1")
     if cfg.mask_file and cfg.objective != "cft":
         logger.warning("train.mask_file is set but objective is %s: the mask is not used", cfg.objective)
+    if torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:
+        # The HF Trainer would wrap the model in torch.nn.DataParallel, which scatters the batch but
+        # not the loss-position index our trainer passes as logits_to_keep: refuse instead of failing
+        # deep inside a replica. One process per GPU (DDP) is also much faster.
+        raise ConfigError(f"{torch.cuda.device_count()} GPUs are visible but this is a single process: launch "
+                          "with `accelerate launch -m reasonsift.cli train ...` or `torchrun --nproc_per_node "
+                          "N -m reasonsift.cli train ...`, or pick one GPU with CUDA_VISIBLE_DEVICES=0")
 
 
 def _checkpoints(out: Path) -> list[Path]:
