@@ -2,8 +2,8 @@
 
 Commands (from the repository root):
 
-    PYTHONPATH=src /work/venv/bin/python benchmarks/score_memory.py          # 480 vs 4,800 GSM8K rows
-    PYTHONPATH=src /work/venv/bin/python benchmarks/score_memory.py --quick  # 48 vs 480 rows
+    .venv/bin/python benchmarks/score_memory.py          # 480 vs 4,800 GSM8K rows
+    .venv/bin/python benchmarks/score_memory.py --quick  # 48 vs 480 rows
 
 Each run is a fresh ``python -m reasonsift.cli score`` subprocess (tokenize → score every shard at
 every checkpoint → merge), so its peak RSS covers the whole stage. Peak RSS comes from

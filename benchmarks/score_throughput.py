@@ -3,13 +3,13 @@
 Commands (from the repository root):
 
     # CPU, the issue-6 settings: a ~7M-parameter Llama at a 2,048 and at a 152,064 vocabulary
-    PYTHONPATH=src /work/venv/bin/python benchmarks/score_throughput.py
+    .venv/bin/python benchmarks/score_throughput.py
     # smoke run (fewer examples, one repetition; same code paths)
-    PYTHONPATH=src /work/venv/bin/python benchmarks/score_throughput.py --quick
+    .venv/bin/python benchmarks/score_throughput.py --quick
     # GPU: a Qwen2.5-7B-shaped model (random bf16 weights), vocab 152,064
     PYTHONPATH=src python benchmarks/score_throughput.py --device cuda --model-config qwen7b
     # where reasonsift's time goes (torch.profiler, one pass)
-    PYTHONPATH=src /work/venv/bin/python benchmarks/score_throughput.py --vocab 152064 --profile
+    .venv/bin/python benchmarks/score_throughput.py --vocab 152064 --profile
 
 Same model, same token ids, one process, variants interleaved repetition by repetition:
   (a) naive   — per example ``model(input_ids, labels=labels).loss`` (what a user writes);

@@ -55,9 +55,10 @@ def summarize(per_seed: list[dict]) -> str:
                      f"{mean_std([x['accuracy'] for x in rows])} |")
     lines.append(f"| θ₀ (no SFT) | – | – | – | {mean_std([r['base_accuracy'] for r in per_seed])} |")
     t = per_seed[0]["tokens"]
-    lines += ["", f"tokens scored by TEMP (seed {per_seed[0]['seed']}, all {t['checkpoints']} checkpoints, "
-              f"plus the full-loss baseline's own pass): {t['scored']:,}; full-trace scoring at the same "
-              f"checkpoints: {t['full_trace_all_checkpoints']:,}; every full trace once: {t['full_trace_once']:,}"]
+    lines += ["", f"tokens scored by TEMP (seed {per_seed[0]['seed']}, all {t['checkpoints']} checkpoints): "
+              f"{t['scored']:,}; full-trace scoring at the same checkpoints: {t['full_trace_all_checkpoints']:,}; "
+              f"every full trace once: {t['full_trace_once']:,} (the full-loss baseline's own pass: "
+              f"{t.get('full_loss_pass', 0):,})"]
     return "\n".join(lines)
 
 

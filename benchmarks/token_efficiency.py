@@ -2,8 +2,8 @@
 
 Commands (from the repository root):
 
-    PYTHONPATH=src /work/venv/bin/python benchmarks/token_efficiency.py          # 2,000 rows per dataset
-    PYTHONPATH=src /work/venv/bin/python benchmarks/token_efficiency.py --quick  # 200 rows, smaller tokenizer
+    .venv/bin/python benchmarks/token_efficiency.py          # 2,000 rows per dataset
+    .venv/bin/python benchmarks/token_efficiency.py --quick  # 200 rows, smaller tokenizer
 
 Datasets (../shared/data): GSM8K train, MATH train, Sky-T1 long chain-of-thought traces on MATH500
 (the response is the first — and only — element of ``code``, read with ``--field response=code``)

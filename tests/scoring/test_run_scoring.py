@@ -159,3 +159,30 @@ def test_scores_equal_a_plain_labels_forward(gsm8k_sample, tiny_model_dir, tiny_
         assert scores.loc[ex.id, "n_response_tokens"] == t.n_response_tokens
         checked += 1
     assert checked == 10
+
+
+def test_rerun_after_a_bad_input_error_in_the_same_folder(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+    """A run that stopped on bad input wrote no scores, so the same folder takes the fixed command."""
+    rows = gsm8k_sample.read_bytes().splitlines(keepends=True)[:6]
+    data = tmp_path / "pool.jsonl"
+    data.write_bytes(b"".join(rows[:2]) + b'{"question": "x"\n' + b"".join(rows[2:]))
+    run = tmp_path / "run"
+    base = ["score", str(data), "--model", str(tiny_model_dir), "--run", str(run), "--quiet",
+            "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(base) == 2
+    assert "pool.jsonl:3" in capsys.readouterr().err
+    assert main(base + ["--skip-bad-rows"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["counts"]["examples"] == 6 and report["counts"]["rejected"] == 1
+
+
+def test_a_pool_of_only_bad_rows_is_an_error_with_the_rows_kept(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "pool.jsonl"
+    data.write_text('{"question": "a"}\n{"question": "b"}\n', encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["score", str(data), "--model", str(tiny_model_dir), "--run", str(run), "--quiet",
+                 "--skip-bad-rows", "score.num_isotropic=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every row was rejected" in err
+    assert len((run / "rejected.jsonl").read_text().splitlines()) == 2
+    assert not (run / "scores.parquet").exists()
