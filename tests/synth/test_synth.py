@@ -129,7 +129,7 @@ def test_charset_and_lengths(pool: list[dict]) -> None:
     texts += [r["question"] + r["answer"] for r in generate_eval(2, seed=1)] + pretraining_corpus(2000, seed=1)
     assert all(set(t) <= allowed for t in texts)
     assert all("\n" not in r["prompt"] and len(r["prompt"]) <= 120 for r in pool)
-    assert max(len(r["response"]) for r in pool) <= 300
+    assert max(len(r["response"]) for r in pool) <= 450  # a 6-step list trace restates lists: the longest
 
 
 def test_eval_set_covers_every_cell_and_is_disjoint_from_pool(pool: list[dict]) -> None:
@@ -154,28 +154,72 @@ def test_eval_cell_with_exhausted_problem_space_is_short_not_endless() -> None:
 
 
 def _fact_is_true(line: str) -> bool:
-    if m := re.fullmatch(r"(\w+(?: \w+)?) (\[[\d,]+\]) = (.+)", line):  # list facts
-        op, xs = m[1], json.loads(m[2])
-        value = max(xs) if op == "max" else min(xs) if op == "min" else _ref_list_op(xs, op)
-        return json.dumps(value).replace(" ", "") == m[3]
-    if m := re.fullmatch(r"(\d+)\+(\d+)\+(\d) ?=(\d+) so digit (\d) carry (\d)", line):
+    if m := re.fullmatch(r"(\w+(?: \w+)?) (\[[\d,]+\])=(\[[\d,]*\])", line):  # list facts
+        return _ref_list_op(json.loads(m[2]), m[1]) == json.loads(m[3])
+    if m := re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d+) write (\d) carry (\d)", line):
         s = int(m[1]) + int(m[2]) + int(m[3])
         return (s, s % 10, s // 10) == (int(m[4]), int(m[5]), int(m[6]))
-    if m := re.fullmatch(r"([a-z])=(\d+) so \1([+*-]\d+)=(\d+)", line):
-        return eval(m[2] + m[3]) == int(m[4])
-    lhs, rhs = line.split("=")  # "7+5=12", "(9*3)%7=6"
-    return eval(lhs) == int(rhs)
+    if m := re.fullmatch(r"\((\d+)([+*-]\d+)\)%(\d+)=(\d+)", line):
+        return eval(m[1] + m[2]) % int(m[3]) == int(m[4])
+    if m := re.fullmatch(r"(?:[a-z]=)?(\d+)([+*-]\d+)=(\d+)", line):  # "7+5=12", subst's "b=7+5=12"
+        return eval(m[1] + m[2]) == int(m[3])
+    return False
 
 
-def test_pretraining_corpus_is_true_single_step_facts() -> None:
-    lines = pretraining_corpus(3000, seed=2)
-    assert len(lines) == 3000 and lines == pretraining_corpus(3000, seed=2) != pretraining_corpus(3000, seed=3)
-    assert all(_fact_is_true(line) for line in lines)
-    for line in lines:  # no prompts, no traces, no answer lines
-        assert "\n" not in line and "answer" not in line and len(line) <= 40
-        assert not re.search(r"compute|let |find|digit by digit|step by step| do |write", line)
-    kinds = Counter("%" if "%" in line else "so" if " so " in line else "[" if "[" in line else "=" for line in lines)
-    assert len(kinds) == 4 and min(kinds.values()) > 300
+def test_pretraining_corpus_is_true_facts_and_first_steps_only() -> None:
+    """Facts, whole one-step problems and first step lines of longer ones: never a second step."""
+    items = pretraining_corpus(3000, seed=2)
+    assert len(items) == 3000 and items == pretraining_corpus(3000, seed=2) != pretraining_corpus(3000, seed=3)
+    problems = [i for i in items if "\n" in i]
+    facts = [i for i in items if "\n" not in i]
+    assert all(_fact_is_true(f) for f in facts)
+    kinds = Counter("%" if "%" in f else "w" if "write" in f else "[" if "[" in f else f[0].isalpha() for f in facts)
+    assert len(kinds) == 5 and min(kinds.values()) > 150  # every family's facts
+    assert abs(len(problems) / 3000 - 0.5) < 0.05 and not any("\n" in i for i in pretraining_corpus(50, 2, 0.0))
+    families, steps = Counter(), Counter()
+    for item in problems:  # a statement and its first step line; whole (with the answer) when one step
+        prompt, *lines = item.split("\n")
+        family = next(f for f, word in (("arith", "compute"), ("carry", "add"), ("list", "list"), ("mod", "mod"),
+                                        ("subst", "let")) if prompt.startswith(word + " "))
+        expected, answer, _ = replay(family, prompt)
+        families[family] += 1
+        steps[len(expected)] += 1
+        if len(expected) == 1:
+            assert lines == [expected[0], f"answer: {answer}"]
+        else:
+            assert lines == [expected[0]]
+    assert set(families) == set(ALL_FAMILIES) and set(steps) == set(range(1, MAX_STEPS + 1))
+    for item in items:  # never a second step line or a chat marker
+        assert "<|" not in item and item.count(";") <= 1
+        assert "answer" not in item or item.count("\n") == 2
+
+
+def test_each_step_line_needs_only_the_line_before(pool: list[dict]) -> None:
+    """State-carrying traces: a step's operands are the previous line's result and its rest's head."""
+    for row in (r for r in pool if not r["low_quality"] and r["true_difficulty"] > 1):
+        lines = _steps(row)
+        for prev, line in zip(lines, lines[1:]):
+            work, rest = prev.split("; ")
+            result = work.rsplit("=", 1)[1] if row["source"] != "carry" else None
+            nxt = line.split("; ")[0]
+            if row["source"] == "arith":  # the rest is the remaining expression: "20 *2 -4"
+                value, head = rest.split(" ")[:2]
+                assert value == result and nxt.startswith(f"{value}{head}=")
+            elif row["source"] == "mod":  # "mod 7: 5 +5 *2"
+                m = re.match(r"mod (\d+): (\d+) (\S+)", rest)
+                assert m[2] == result and nxt.startswith(f"({m[2]}{m[3]})%{m[1]}=")
+            elif row["source"] == "list":  # "[2,5,1] do sort, rotate"
+                xs, ops = rest.split(" do ")
+                assert xs == result and nxt.startswith(f"{ops.split(', ')[0]} {xs}=")
+            elif row["source"] == "subst":
+                assert nxt.startswith(rest.split(", ")[0] + "=")  # the next definition, operands substituted
+            else:  # carry: the next column is the last digits of the remaining numbers, plus the carry
+                a, b = rest.split("+")
+                carry = re.search(r"carry (\d)", work)[1]
+                assert nxt.startswith(f"{a[-1]}+{b[-1]}+{carry}=")
+                assert re.search(r"so far (\d+)$", nxt)[1].endswith(re.search(r"so far (\d+)$", work)[1])
+        assert ";" not in lines[-1]  # the last step has nothing left to do ...
+        assert row["response"].endswith(f"answer: {row['answer']}")  # ... and the answer is read off it
 
 
 def test_check_answer_and_write_jsonl(tmp_path) -> None:
@@ -186,3 +230,20 @@ def test_check_answer_and_write_jsonl(tmp_path) -> None:
     rows = generate_pool(5, seed=0)
     path = write_jsonl(rows, tmp_path / "sub" / "pool.jsonl")
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+
+
+def test_shipped_base_model_matches_the_default_recipe() -> None:
+    """The θ₀ in the package is the one scripts/build_synth_base.py builds from today's recipe and world.
+
+    Fails when tasks.py, the pretraining corpus or BaseRecipe change without a rebuild (bump
+    CORPUS_VERSION for text changes, then run the script), so the demo never trains on a stale θ₀.
+    """
+    from reasonsift.synth.world import RECIPE_FILE, SHIPPED, BaseRecipe, build_base_model, recipe_hash
+
+    info = json.loads((SHIPPED / RECIPE_FILE).read_text())
+    assert info["hash"] == recipe_hash(BaseRecipe()), "rebuild θ₀: .venv/bin/python scripts/build_synth_base.py"
+    assert build_base_model(BaseRecipe(), progress=False) == SHIPPED
+    size = sum(f.stat().st_size for f in SHIPPED.iterdir())
+    assert size < 20 * 2**20
+    # it knows the world's one-step facts (measured on held-out items when it was built)
+    assert min(info["probe"].values()) > 0.3  # chance is a few percent: every family is learned

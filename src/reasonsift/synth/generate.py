@@ -1,5 +1,5 @@
 """Datasets of the synthetic world: the SFT pool (with flagged low-quality traces), a held-out eval
-set per (family, difficulty) cell, and a pretraining corpus of single-step facts only.
+set per (family, difficulty) cell, and a pretraining corpus of one-step facts and first steps.
 
 Every row draws from its own ``random.Random`` seeded by a string (``"pool-{seed}-{i}"``), so a
 row does not depend on ``n`` or on the other rows, and reruns are identical across processes.
@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from reasonsift.synth.tasks import (
-    ALL_FAMILIES, LIST_OPS, apply_op, arith_op, fmt_list, format_trace, list_apply, make_task, make_wrong_step,
-    truncate,
+    ALL_FAMILIES, ANSWER_PREFIX, LIST_OPS, _arith_step, _list_step, _mod_step, apply_op, arith_op,
+    format_trace, make_task, make_wrong_step, truncate,
 )
 
 LOW_QUALITY_KINDS = ("wrong_step", "truncated")
@@ -85,38 +85,55 @@ def generate_eval(n_per_cell: int, seed: int, families: tuple[str, ...] = ALL_FA
 
 
 def _fact(rng: random.Random) -> str:
-    """One elementary single-step fact of the world (the pieces traces are built from)."""
-    kind = rng.choice(("arith", "carry", "list", "mod", "subst"))
+    """One elementary fact of the world: the work of a single step, written as traces write it."""
+    kind = rng.choice(ALL_FAMILIES)
     if kind == "arith":
-        x = rng.randint(0, 120)
-        sym, k = arith_op(rng, x)
-        return f"{x}{sym}{k}={apply_op(x, sym, k)}"
+        x = rng.randint(0, 150)
+        return _arith_step(x, arith_op(rng, x), 0)[1]
     if kind == "carry":
         x, y, c = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 1)
-        return f"{x}+{y}+{c}={x + y + c} so digit {(x + y + c) % 10} carry {(x + y + c) // 10}"
+        s = x + y + c
+        return f"{x}+{y}+{c}={s} write {s % 10} carry {s // 10}"
     if kind == "list":
-        xs = tuple(rng.randint(0, 10) for _ in range(rng.randint(2, 5)))
-        op = rng.choice(LIST_OPS + ("max", "min"))
-        if op in ("max", "min"):
-            return f"{op} {fmt_list(xs)} = {max(xs) if op == 'max' else min(xs)}"
-        return f"{op} {fmt_list(xs)} = {fmt_list(list_apply(xs, op))}"
+        # values up to 15: a clean list starts at 0..9 and "add 1" may run up to 6 times
+        xs = tuple(rng.randint(0, rng.choice((9, 15))) for _ in range(rng.randint(2, 4)))
+        return _list_step(xs, rng.choice(LIST_OPS), 0)[1]
     if kind == "mod":
         m, sym = rng.randint(5, 13), rng.choice("+-*")
         r, k = rng.randrange(m), rng.randint(2 if sym == "*" else 1, m - 1)
-        return f"({r}{sym}{k})%{m}={apply_op(r, sym, k) % m}"
-    name, x = rng.choice("abcdefghij"), rng.randint(0, 60)
+        return _mod_step(r, (sym, k, m), 0)[1]
+    x = rng.randint(0, 150)  # subst: a definition evaluated once its operands are numbers
     sym, k = arith_op(rng, x)
-    return f"{name}={x} so {name}{sym}{k}={apply_op(x, sym, k)}"
+    return f"{rng.choice('bcdefg')}={x}{sym}{k}={apply_op(x, sym, k)}"
 
 
-def pretraining_corpus(n_lines: int, seed: int) -> list[str]:
-    """n_lines single-step facts ("7+5=12", "(9*3)%7=6", "sort [3,1,2] = [1,2,3]", "a=3 so a+2=5").
+def _first_step(rng: random.Random) -> str:
+    """A problem statement (1..6 steps) and its first step line: reading a problem, in context.
 
-    A base model learns the facts here but never sees a prompt, a multi-step trace or an answer line:
-    the trace format is what fine-tuning has to teach.
+    A one-step problem comes whole, answer line included ("compute 7 +5 left to right\n7+5=12\n
+    answer: 12"), as a base LLM has seen easy worked problems. A longer one comes with its first
+    step line only, which restates the rest of the problem after ``;`` as every trace line does
+    ("compute 7 +5 *2 left to right\n7+5=12; 12 *2"), so θ₀ learns to copy from a statement. Never
+    a second step line: continuing from a step line and chaining to the end is what fine-tuning has
+    to teach. (A corpus without the ``; rest`` made the chained format much harder to learn in SFT:
+    θ_f reached 11% instead of 47% on the demo's held-out set.)
+    """
+    prompt, lines, answer = make_task(rng.choice(ALL_FAMILIES), rng, rng.randint(1, 6))
+    if len(lines) == 1:
+        return f"{prompt}\n{lines[0]}\n{ANSWER_PREFIX}{answer}"
+    return f"{prompt}\n{lines[0]}"
+
+
+def pretraining_corpus(n_lines: int, seed: int, problem_share: float = 0.5) -> list[str]:
+    """n_lines items: one-step facts ("7+5=12", "(9*3)%7=6", "sort [3,1,2]=[1,2,3]") and, with
+    probability ``problem_share``, a problem statement with its first step line (whole, with its
+    answer line, when the problem has one step; see ``_first_step``).
+
+    A base model learns the facts, to read a problem statement and the answer format here, but never
+    sees a second step line: chaining steps to an answer is what fine-tuning has to teach.
     """
     rng = random.Random(f"pretrain-{seed}")
-    return [_fact(rng) for _ in range(n_lines)]
+    return [_first_step(rng) if rng.random() < problem_share else _fact(rng) for _ in range(n_lines)]
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:

@@ -1,19 +1,30 @@
 """Task families of the synthetic reasoning world: problems, step-by-step traces, corrupted traces.
 
 A family is a setup function (draws a problem: the one-line prompt, a start state and a list of
-operations) and a step function (applies one operation, returns the new state and its trace line).
-Difficulty is the number of operations: a ``steps``-step problem's trace has exactly ``steps`` step
-lines, then one line ``answer: <value>``. Operations are drawn in setup from the clean run, so a
-corrupted run (one step's result nudged) replays the same problem and the error propagates.
+operations), a step function (applies one operation, returns the new state and the step's *work*)
+and a rest function (writes the operations still to do, given the state so far). Difficulty is the
+number of operations: a ``steps``-step problem's trace has exactly ``steps`` step lines, then one
+line ``answer: <value>``. Operations are drawn in setup from the clean run, so a corrupted run (one
+step's result nudged) replays the same problem and the error propagates.
 
-Families (``steps`` = operations):
-  arith  "compute 7 +3 *2 -4 left to right"      one line per operation: "7+3=10"
-  carry  "add 4721+3856 digit by digit"          one line per digit, least significant first:
-                                                  "1+6+0=7 write 7 carry 0" (both numbers have steps digits)
-  list   "list [3,8,1,5,2] do reverse, drop max"  one line per op: "reverse [2,5,1,8,3]"
-         (rotate moves the first item to the end; drop max removes the first largest item)
-  mod    "mod 7: 3 *4 +5 step by step"           one line per operation: "(3*4)%7=5"
-  subst  "let a=3, b=a+2, c=b*2 find c"          one line per derived variable: "b=3+2=5"
+Traces are *state-carrying*: a step line is ``<work>; <rest>``, where the work does one operation on
+the result of the line before and the rest restates the operations still to do; the last step line
+has no rest, and the answer line copies its result. So every line needs only the line above it (the
+first line: the prompt), never a pointer into the prompt ("which is the 4th operation?") or into a
+line far back: a tiny model can follow the chain by local copying plus the world's one-step facts.
+
+Families (``steps`` = operations; trace of the example):
+  arith  "compute 7 +3 *2 -4 left to right"         "7+3=10; *2 -4" / "10*2=20; -4" / "20-4=16"
+  carry  "add 4721+3856 digit by digit"             "1+6+0=7 write 7 carry 0 so far 7; 472+385" / ...
+         one line per digit column, least significant first (both numbers have ``steps`` digits);
+         "so far" accumulates the written digits, the answer is the last carry (if 1) and "so far"
+  list   "list [3,8,1,5] do reverse, drop max"      "reverse [3,8,1,5]=[5,1,8,3]; [5,1,8,3] do drop max" /
+         "drop max [2,5,1,8,3]=[2,5,1,3]"  (rotate moves the first item to the end; drop max removes
+         the first largest item)
+  mod    "mod 7: 3 *4 +5 step by step"              "(3*4)%7=5; +5" / "(5+5)%7=3"
+  subst  "let a=3, b=a+2, c=b*2, d=c+a find d"      "b=3+2=5; c=5*2, d=c+3" / "c=5*2=10; d=10+3" /
+         "d=10+3=13"  (the rest has every known value substituted, so the next definition's
+         operands are already numbers)
 """
 
 from __future__ import annotations
@@ -21,10 +32,11 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789 \n+-*=%(),:[]."
+CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789 \n+-*=%(),:;[]."
 ALL_FAMILIES = ("arith", "carry", "list", "mod", "subst")
 LIST_OPS = ("reverse", "sort", "rotate", "drop max", "drop first", "add 1")
 ANSWER_PREFIX = "answer: "
+REST_SEP = "; "  # between a step line's work and the rest of the problem
 
 
 def apply_op(x: int, sym: str, k: int) -> int:
@@ -65,6 +77,11 @@ def list_apply(xs: tuple[int, ...], op: str) -> tuple[int, ...]:
     return tuple(x + 1 for x in xs)
 
 
+def _ops_text(ops: list) -> str:
+    """Remaining (sym, k, ...) operations as the prompt writes them: "*2 -4"."""
+    return " ".join(f"{op[0]}{op[1]}" for op in ops)
+
+
 # --- arith: a left-to-right chain of + - * on small ints ---
 def _arith_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     x = start = rng.randint(1, 30)
@@ -72,7 +89,7 @@ def _arith_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     for _ in range(steps):
         ops.append(arith_op(rng, x))
         x = apply_op(x, *ops[-1])
-    return f"compute {start} " + " ".join(f"{s}{k}" for s, k in ops) + " left to right", start, ops
+    return f"compute {start} {_ops_text(ops)} left to right", start, ops
 
 
 def _arith_step(x: int, op: tuple[str, int], delta: int) -> tuple[int, str]:
@@ -81,30 +98,40 @@ def _arith_step(x: int, op: tuple[str, int], delta: int) -> tuple[int, str]:
     return v, f"{x}{op[0]}{op[1]}={v}"
 
 
+def _arith_rest(x: int, ops: list) -> str:
+    return f"{x} {_ops_text(ops)}"
+
+
 # --- carry: long addition, one digit column per step, explicit carries ---
 def _carry_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     lo, hi = (10 ** (steps - 1) if steps > 1 else 0), 10**steps - 1
     a, b = rng.randint(lo, hi), rng.randint(lo, hi)
     ops = [(a // 10**i % 10, b // 10**i % 10) for i in range(steps)]  # least significant column first
-    return f"add {a}+{b} digit by digit", ((), 0), ops
+    return f"add {a}+{b} digit by digit", ("", 0), ops
 
 
-def _carry_step(state: tuple, op: tuple[int, int], delta: int) -> tuple[tuple, str]:
+def _carry_step(state: tuple[str, int], op: tuple[int, int], delta: int) -> tuple[tuple, str]:
     digits, c = state
     s = op[0] + op[1] + c
     if delta:  # keep the column sum in 0..19 so the carry stays 0 or 1
         s = s + delta if 0 <= s + delta <= 19 else s - delta
-    return (digits + (s % 10,), s // 10), f"{op[0]}+{op[1]}+{c}={s} write {s % 10} carry {s // 10}"
+    digits = f"{s % 10}{digits}"  # written digits, most significant first, as the answer reads them
+    return (digits, s // 10), f"{op[0]}+{op[1]}+{c}={s} write {s % 10} carry {s // 10} so far {digits}"
 
 
-def _carry_answer(state: tuple) -> str:
+def _carry_rest(_: tuple, ops: list) -> str:
+    """The columns still to add, as the two numbers' remaining (more significant) digits."""
+    return "".join(str(a) for a, _ in reversed(ops)) + "+" + "".join(str(b) for _, b in reversed(ops))
+
+
+def _carry_answer(state: tuple[str, int]) -> str:
     digits, c = state
-    return str(int("".join(map(str, reversed(digits + ((c,) if c else ()))))))
+    return str(int(f"{c}{digits}"))
 
 
-# --- list: one list operation per step on a 5-item list of digits ---
+# --- list: one list operation per step on a 4-item list of digits ---
 def _list_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
-    xs = tuple(rng.randint(0, 9) for _ in range(5))
+    xs = tuple(rng.randint(0, 9) for _ in range(4))
     ops, n = [], len(xs)
     for _ in range(steps):  # never drop below 2 items, so every op stays meaningful
         ops.append(rng.choice(LIST_OPS if n > 2 else [o for o in LIST_OPS if not o.startswith("drop")]))
@@ -116,7 +143,11 @@ def _list_step(xs: tuple[int, ...], op: str, delta: int) -> tuple[tuple, str]:
     new = list_apply(xs, op)
     if delta:
         new = (_nudge(new[0], delta),) + new[1:]
-    return new, f"{op} {fmt_list(new)}"
+    return new, f"{op} {fmt_list(xs)}={fmt_list(new)}"
+
+
+def _list_rest(xs: tuple, ops: list) -> str:
+    return f"{fmt_list(xs)} do " + ", ".join(ops)
 
 
 # --- mod: a chain of + - * modulo m, reduced after every step ---
@@ -125,13 +156,17 @@ def _mod_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     r = rng.randrange(m)
     syms = [rng.choice("+-*") for _ in range(steps)]
     ops = [(s, rng.randint(2 if s == "*" else 1, m - 1), m) for s in syms]  # no "*1", no "+m": every op acts
-    return f"mod {m}: {r} " + " ".join(f"{s}{k}" for s, k, _ in ops) + " step by step", r, ops
+    return f"mod {m}: {r} {_ops_text(ops)} step by step", r, ops
 
 
 def _mod_step(r: int, op: tuple[str, int, int], delta: int) -> tuple[int, str]:
     sym, k, m = op
     v = (apply_op(r, sym, k) + delta) % m  # |delta| <= 2 < m, so a nudged value always differs
     return v, f"({r}{sym}{k})%{m}={v}"
+
+
+def _mod_rest(r: int, ops: list) -> str:
+    return f"mod {ops[0][2]}: {r} {_ops_text(ops)}"
 
 
 # --- subst: variables defined from the previous one (and a constant or an earlier variable) ---
@@ -165,23 +200,29 @@ def _subst_step(env: dict, op: tuple, delta: int) -> tuple[dict, str]:
     return {**env, name: v}, f"{name}={x}{sym}{y}={v}"
 
 
-# family -> (setup, step, answer of the final state)
-_FAMILIES: dict[str, tuple[Callable, Callable, Callable]] = {
-    "arith": (_arith_setup, _arith_step, str),
-    "carry": (_carry_setup, _carry_step, _carry_answer),
-    "list": (_list_setup, _list_step, fmt_list),
-    "mod": (_mod_setup, _mod_step, str),
-    "subst": (_subst_setup, _subst_step, lambda env: str(env[list(env)[-1]])),
+def _subst_rest(env: dict, ops: list) -> str:
+    """The definitions still to do, every variable with a known value replaced by that value."""
+    val = lambda v: str(env.get(v, v)) if isinstance(v, str) else str(v)  # noqa: E731
+    return ", ".join(f"{name}={val(ref)}{sym}{val(operand)}" for name, ref, sym, operand in ops)
+
+
+# family -> (setup, step, rest of the problem, answer of the final state)
+_FAMILIES: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
+    "arith": (_arith_setup, _arith_step, _arith_rest, str),
+    "carry": (_carry_setup, _carry_step, _carry_rest, _carry_answer),
+    "list": (_list_setup, _list_step, _list_rest, fmt_list),
+    "mod": (_mod_setup, _mod_step, _mod_rest, str),
+    "subst": (_subst_setup, _subst_step, _subst_rest, lambda env: str(env[list(env)[-1]])),
 }
 
 
 def _execute(family: str, start: Any, ops: list, corrupt: tuple[int, int] | None = None) -> tuple[list[str], str]:
     """Run the ops from start; corrupt=(step index, delta) nudges that step's result."""
-    _, step, answer = _FAMILIES[family]
+    _, step, rest, answer = _FAMILIES[family]
     state, lines = start, []
     for i, op in enumerate(ops):
-        state, line = step(state, op, corrupt[1] if corrupt and corrupt[0] == i else 0)
-        lines.append(line)
+        state, work = step(state, op, corrupt[1] if corrupt and corrupt[0] == i else 0)
+        lines.append(work + (REST_SEP + rest(state, ops[i + 1:]) if i + 1 < len(ops) else ""))
     return lines, answer(state)
 
 
@@ -211,7 +252,7 @@ def make_carry(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
 
 
 def make_list(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """``steps`` list operations on a 5-item list."""
+    """``steps`` list operations on a 4-item list."""
     return make_task("list", rng, steps)
 
 

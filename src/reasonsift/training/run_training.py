@@ -101,6 +101,13 @@ def _check_resume(out: Path, manifest: dict[str, Any], cfg: TrainConfig) -> Path
         if changed:
             raise ConfigError(f"{out} holds checkpoints of a run with another config (changed: {', '.join(changed)}); "
                               "use another --out, or restore those values to resume")
+        longer = [k for k in ("max_steps", "num_train_epochs")
+                  if (old.get("train") or {}).get(k) != (new.get("train") or {}).get(k)]
+        if longer:
+            # allowed, to extend a run; but the LR schedule is rebuilt for the new length, so the
+            # weights will not equal those of an uninterrupted run of that length
+            logger.warning("resuming with changed train.%s: the learning-rate schedule is recomputed for the new "
+                           "length, so the result differs from an uninterrupted run", " and train.".join(longer))
     # The Trainer writes trainer_state.json last: a folder without it was cut off mid-save.
     complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
     if len(complete) < len(ckpts):
