@@ -10,10 +10,17 @@ over seeds of:
 - per method: low-quality share of the subset, mean true steps, accuracy after SFT;
 - tokens processed by TEMP's scoring vs full-trace scoring at the same checkpoints.
 
-    python benchmarks/synthetic_validation.py --seeds 0 1 2 --out runs/synthetic_validation
-    python benchmarks/synthetic_validation.py --quick --seeds 0      # smoke run, a few minutes
+    .venv/bin/python benchmarks/synthetic_validation.py --seeds 0 1 2 --out runs/synthetic_validation
+    .venv/bin/python benchmarks/synthetic_validation.py --quick --seeds 0      # smoke run, a few minutes
 
-Each seed's folder is a normal demo folder; a rerun reuses finished models and scores.
+Size: ``demo.VALIDATION`` (θ_f 6 epochs on the 1,000-trace pool, each 10% subset 60 epochs, batch
+32, lr 3e-3: about 30 minutes a seed with all seven methods on 2 cores), more SFT than the README's
+demo (``demo.FULL``, 4 / 40 epochs) whose 10-minute limit it would break.
+
+Each seed's folder is a normal demo folder; a rerun reuses finished models and scores, and a seed
+whose ``demo_results.json`` already holds the requested methods is read back as it is (so seeds can
+be run with different ``--methods`` and summarised together; the table says how many seeds each
+method has).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reasonsift.synth.demo import run_demo
+from reasonsift.synth.demo import VALIDATION, run_demo
 
 METHODS = ("temp", "random", "longest", "full-loss", "s2l", "difficulty", "full")
 
@@ -46,11 +53,12 @@ def summarize(per_seed: list[dict]) -> str:
                        ("spearman_full_trace_loss", "Spearman(θ₀ full-trace loss, true steps)"),
                        ("nmi_loss_vector_clusters_vs_families", "NMI(loss-vector k-means clusters, families)")):
         lines.append(f"| {label} | {mean_std([x[key] for x in v])} |")
-    lines += ["", "| method | subset size | low-quality share | mean true steps | accuracy after SFT |",
-              "|---|---|---|---|---|"]
-    for m in per_seed[0]["methods"]:
-        rows = [r["methods"][m] for r in per_seed]
-        lines.append(f"| {m} | {rows[0]['n']} | {mean_std([x['low_quality_share'] for x in rows])} | "
+    lines += ["", "| method | seeds | subset size | low-quality share | mean true steps | accuracy after SFT |",
+              "|---|---|---|---|---|---|"]
+    methods = list(dict.fromkeys(m for r in per_seed for m in r["methods"]))
+    for m in methods:  # a method run on fewer seeds (--methods differed between runs) says so
+        rows = [r["methods"][m] for r in per_seed if m in r["methods"]]
+        lines.append(f"| {m} | {len(rows)} | {rows[0]['n']} | {mean_std([x['low_quality_share'] for x in rows])} | "
                      f"{mean_std([x['mean_true_difficulty'] for x in rows])} | "
                      f"{mean_std([x['accuracy'] for x in rows])} |")
     lines.append(f"| θ₀ (no SFT) | – | – | – | {mean_std([r['base_accuracy'] for r in per_seed])} |")
@@ -75,8 +83,13 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     per_seed = []
     for seed in args.seeds:
-        per_seed.append(run_demo(Path(args.out) / f"seed{seed}", quick=args.quick, seed=seed, progress=False,
-                                 methods=tuple(args.methods)))
+        folder = Path(args.out) / f"seed{seed}"
+        done = folder / "demo_results.json"
+        if done.exists() and set(json.loads(done.read_text())["methods"]) >= set(args.methods):
+            per_seed.append(json.loads(done.read_text()))  # finished earlier (maybe with more methods)
+            continue
+        per_seed.append(run_demo(folder, quick=args.quick, seed=seed, progress=False, methods=tuple(args.methods),
+                                 size=None if args.quick else VALIDATION))
     table = summarize(per_seed)
     (Path(args.out) / "summary.md").write_text(table + "\n")
     (Path(args.out) / "per_seed.json").write_text(json.dumps(per_seed, indent=2))

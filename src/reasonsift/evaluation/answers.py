@@ -16,7 +16,7 @@ KINDS = ("auto", "math", "choice", "text")
 GOLD_KEYS = ("answer", "gold", "final_answer", "target", "label")
 QUESTION_KEYS = ("question", "problem", "prompt", "instruction", "input")
 MAX_VERIFY_CHARS = 1000  # longer strings skip math-verify: sympy can take minutes on them
-VERIFY_TIMEOUT_S = 2  # per parse / per comparison; math-verify's alarm takes whole seconds
+VERIFY_TIMEOUT_S = 5  # per parse / per comparison (math-verify's default); 2 s timed out on a loaded 2-core CI box
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")

@@ -43,15 +43,16 @@ class DemoSize:
     theta_f_epochs: float = 6.0  # θ_f sees the pool 6 times: as many example-passes as a 10% subset ...
     subset_epochs: float = 60.0  # ... trained for 60 epochs, so "full" is an equal-compute reference
     learning_rate: float = 3e-3  # a tiny model wants a larger learning rate than an LLM
-    batch_size: int = 32  # 32 rather than 16: the tiny model is overhead-bound, so fewer, larger steps
+    batch_size: int = 32
     num_checkpoints: int = 8
     max_new_tokens: int = 448  # the longest trace (6 list operations) is about 420 characters
     short_tokens: int = 32  # characters: about the first step of a trace
     long_tokens: int = 512  # characters: the whole trace
 
 
-FULL = DemoSize()
-# The quick size builds its own tiny θ₀ (so the build path is exercised) and learns little.
+FULL = DemoSize(theta_f_epochs=4.0, subset_epochs=40.0, learning_rate=2e-3, batch_size=16)  # ~8.5 min on 2 cores
+# benchmarks/synthetic_validation.py: more SFT (about 12 minutes a seed for TEMP + random)
+VALIDATION = DemoSize()
 QUICK = DemoSize(pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
                  theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100)
 
@@ -126,13 +127,14 @@ def accuracy_table(results: list[dict[str, Any]], bench_rows: list[dict[str, Any
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
-             methods: tuple[str, ...] = ("temp", "random")) -> dict[str, Any]:
+             methods: tuple[str, ...] = ("temp", "random"), size: DemoSize | None = None) -> dict[str, Any]:
     """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``.
 
     ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool).
+    ``size`` overrides the preset that ``quick`` picks (QUICK or FULL).
     """
     start = time.time()
-    size = QUICK if quick else FULL
+    size = size or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = lambda what: logger.info("[demo %5.0fs] %s", time.time() - start, what)  # noqa: E731
