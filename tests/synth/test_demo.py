@@ -24,6 +24,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
         assert (out / "models" / method / "eval" / "metrics.json").exists()
     assert all(math.isfinite(v) for v in results["validation"].values())
     assert (out / "run" / "scores.parquet").exists() and (out / "run" / "selected.jsonl").exists()
+    assert (out / "models" / "theta_0" / "eval" / "metrics.json").exists()  # θ₀'s folder may be the package's
     assert "synthetic reasoning world" in (out / "demo_report.html").read_text()
     # The run folder shows TEMP's selection (selected last).
     assert json.loads((out / "run" / "report.json").read_text())["selection"]["method"] == "temp"

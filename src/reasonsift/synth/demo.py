@@ -72,14 +72,16 @@ def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: De
     return out
 
 
-def _evaluate(model: Path, bench: Path, size: DemoSize, progress: bool) -> list[dict[str, Any]]:
+def _evaluate(model: Path, bench: Path, size: DemoSize, progress: bool, out: Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate into ``out`` (default MODEL/eval; θ₀ passes a folder of the demo: it may be the package's)."""
     from reasonsift.config import EvalConfig
     from reasonsift.evaluation.run_evaluation import run_evaluation
 
+    out = out or model / "eval"
     cfg = EvalConfig(max_new_tokens=size.max_new_tokens, batch_size=64, answer_kind="text")
     run_evaluation(str(model), str(bench), {"evaluate": cfg, "model": ModelConfig(model=str(model))},
-                   model / "eval", command="reasonsift demo", progress=progress)
-    return [json.loads(x) for x in (model / "eval" / "results.jsonl").read_text().splitlines()]
+                   out, command="reasonsift demo", progress=progress)
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
 
 
 def _curate(pool: Path, base: Path, theta_f: Path, run: Path, size: DemoSize, method: str, seed: int,
@@ -161,7 +163,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         res = _evaluate(model, bench, size, progress)
         results["methods"][method] = {**subset_truth(subset), **accuracy_table(res, bench_rows)}
     stamp("evaluating θ₀ itself")
-    results["base_accuracy"] = accuracy_table(_evaluate(base, bench, size, progress), bench_rows)["accuracy"]
+    base_eval = _evaluate(base, bench, size, progress, out / "models" / "theta_0" / "eval")
+    results["base_accuracy"] = accuracy_table(base_eval, bench_rows)["accuracy"]
     results["validation"] = validate_scores(pq.read_table(out / "run" / "scores.parquet").to_pandas(), pool_rows)
     results["tokens"] = json.loads((out / "run" / "report.json").read_text())["tokens"]
     results["wall_time_s"] = round(time.time() - start, 1)
