@@ -29,6 +29,12 @@ def _words(overrides: Iterable[str] | Mapping[str, Any] | None) -> list[str]:
     return list(overrides)
 
 
+def _select_flags(budget: int | None, budget_tokens: int | None, method: str | None) -> list[str]:
+    """The select.* words of ``--budget``/``--budget-tokens``/``--method``, as the CLI writes them."""
+    return [f"select.{k}={v}" for k, v in (("budget", budget), ("budget_tokens", budget_tokens),
+                                           ("method", method)) if v is not None]
+
+
 def _command(name: str, *args: Any, **kwargs: Any) -> str:
     """What the run folder records as the command of an API call."""
     shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
@@ -53,9 +59,7 @@ def select(run: str | Path, budget: int | None = None, budget_tokens: int | None
     """``reasonsift select``: write ``RUN/selected.jsonl`` and its card; returns the selection report."""
     from reasonsift.selection.run_selection import run_selection
 
-    flags = [f"select.{k}={v}" for k, v in (("budget", budget), ("budget_tokens", budget_tokens),
-                                            ("method", method)) if v is not None]
-    configs = load_config(["select"], config, flags + _words(overrides))
+    configs = load_config(["select"], config, _select_flags(budget, budget_tokens, method) + _words(overrides))
     return run_selection(run, configs, _command("select", str(run), budget=budget, budget_tokens=budget_tokens,
                                                 method=method), progress)
 
@@ -69,8 +73,7 @@ def curate(data: str | Path, model: str, run: str | Path, direction_model: str |
     from reasonsift.selection.run_selection import run_selection
 
     flags = [f"model.model={model}"] + ([f"score.direction_model={direction_model}"] if direction_model else [])
-    flags += [f"select.{k}={v}" for k, v in (("budget", budget), ("budget_tokens", budget_tokens),
-                                             ("method", method)) if v is not None]
+    flags += _select_flags(budget, budget_tokens, method)
     configs = load_config(["data", "model", "score", "select"], config, flags + _words(overrides))
     command = _command("curate", str(data), model=model, run=str(run), direction_model=direction_model,
                        budget=budget, budget_tokens=budget_tokens, method=method)

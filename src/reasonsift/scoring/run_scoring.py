@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config, write_atomic,
-                                  write_json_atomic)
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
+                                  write_atomic, write_json_atomic)
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import Item, score_items, self_check
 
@@ -94,8 +95,6 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], device: 
             what = {"input": "input data", "device": "device type", "dtype": "dtype"}.get(what, what)
             raise ConfigError(f"{paths.root} was scored with a different {what}; use a new --run folder "
                               "or delete its score/ folder to start over")
-        import shutil
-
         logger.info("%s: nothing was scored yet under the old settings; starting over", paths.root)
         for stale in (paths.score_dir, paths.root / "direction"):
             shutil.rmtree(stale, ignore_errors=True)
