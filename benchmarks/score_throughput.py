@@ -6,7 +6,8 @@ Commands (from the repository root):
     .venv/bin/python benchmarks/score_throughput.py
     # smoke run (fewer examples, one repetition; same code paths)
     .venv/bin/python benchmarks/score_throughput.py --quick
-    # GPU: a Qwen2.5-7B-shaped model (random bf16 weights), vocab 152,064
+    # GPU: a Qwen2.5-7B-shaped model (random bf16 weights), vocab 152,064; on the workplace's
+    # device machine, in one call, through benchmarks/gpu_throughput.sh (it says how)
     PYTHONPATH=src python benchmarks/score_throughput.py --device cuda --model-config qwen7b
     # where reasonsift's time goes (torch.profiler, one pass)
     .venv/bin/python benchmarks/score_throughput.py --vocab 152064 --profile
@@ -88,12 +89,14 @@ def build_model(name: str, vocab: int, device: torch.device, dtype: torch.dtype)
     return model.eval()
 
 
-def load_items(n: int, response_tokens: int) -> list[Item]:
+def load_items(n: int, response_tokens: int, data: Path = GSM8K) -> list[Item]:
     """GSM8K prompt + first ``response_tokens`` response tokens via the real rendering path."""
-    texts = [ex.prompt + "\n" + ex.response for _, ex, _ in iter_examples(GSM8K, limit=2000)]
+    if not data.exists():
+        raise SystemExit(f"{data} not found (on a device machine: bash benchmarks/gpu_throughput.sh prepare)")
+    texts = [ex.prompt + "\n" + ex.response for _, ex, _ in iter_examples(data, limit=2000)]
     tok = train_bpe_tokenizer(texts, vocab_size=2048)
     items = []
-    for _, ex, _ in iter_examples(GSM8K, limit=n):
+    for _, ex, _ in iter_examples(data, limit=n):
         tk = tokenize_example(tok, ex, None, response_tokens)
         items.append(Item(tk.prompt_ids, tk.response_ids))
     return items
@@ -306,6 +309,7 @@ def main() -> None:
                    "(qwen7b: 152064)")
     p.add_argument("--examples", type=int, help="GSM8K rows (default 256 on CPU, 1024 on GPU; --quick 24)")
     p.add_argument("--response-tokens", type=int, default=100)
+    p.add_argument("--data", type=Path, default=GSM8K, help="GSM8K-format .jsonl (default ../shared/data's train)")
     p.add_argument("--reps", type=int, help="timed repetitions per variant (default 3; --quick 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--batch-tokens", type=int, default=ScoreConfig().batch_tokens, help="0: the scorer's auto")
@@ -325,7 +329,7 @@ def main() -> None:
         raise SystemExit("--model-config qwen7b needs --device cuda (30 GB of fp32 weights on a CPU)")
     n = args.examples or (24 if args.quick else 1024 if device.type == "cuda" else 256)
     args.reps = args.reps or (1 if args.quick else 3)
-    items = load_items(n, args.response_tokens)
+    items = load_items(n, args.response_tokens, args.data)
     mm_n = 8192 if device.type == "cuda" else 2048
     mm_rate = matmul_rate(device, dtype, mm_n, inner=20 if device.type == "cuda" else 1)
     print(f"measured matmul rate: {mm_rate / 1e9:,.1f} GFLOP/s (torch.mm {mm_n}x{mm_n}, {str(dtype)[6:]}, "

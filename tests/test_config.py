@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from reasonsift.config import (
-    CONFIG_SECTIONS,
     ConfigError,
     DataConfig,
     ModelConfig,

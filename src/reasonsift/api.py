@@ -29,8 +29,8 @@ def _words(overrides: Iterable[str] | Mapping[str, Any] | None) -> list[str]:
     return list(overrides)
 
 
-def _select_flags(budget: int | None, budget_tokens: int | None, method: str | None) -> list[str]:
-    """The select.* words of ``--budget``/``--budget-tokens``/``--method``, as the CLI writes them."""
+def select_flags(budget: int | None, budget_tokens: int | None, method: str | None) -> list[str]:
+    """The ``select.*`` overrides of ``--budget``/``--budget-tokens``/``--method`` (shared by the CLI and the API)."""
     return [f"select.{k}={v}" for k, v in (("budget", budget), ("budget_tokens", budget_tokens),
                                            ("method", method)) if v is not None]
 
@@ -59,7 +59,7 @@ def select(run: str | Path, budget: int | None = None, budget_tokens: int | None
     """``reasonsift select``: write ``RUN/selected.jsonl`` and its card; returns the selection report."""
     from reasonsift.selection.run_selection import run_selection
 
-    configs = load_config(["select"], config, _select_flags(budget, budget_tokens, method) + _words(overrides))
+    configs = load_config(["select"], config, select_flags(budget, budget_tokens, method) + _words(overrides))
     return run_selection(run, configs, _command("select", str(run), budget=budget, budget_tokens=budget_tokens,
                                                 method=method), progress)
 
@@ -73,13 +73,26 @@ def curate(data: str | Path, model: str, run: str | Path, direction_model: str |
     from reasonsift.selection.run_selection import run_selection
 
     flags = [f"model.model={model}"] + ([f"score.direction_model={direction_model}"] if direction_model else [])
-    flags += _select_flags(budget, budget_tokens, method)
+    flags += select_flags(budget, budget_tokens, method)
     configs = load_config(["data", "model", "score", "select"], config, flags + _words(overrides))
     command = _command("curate", str(data), model=model, run=str(run), direction_model=direction_model,
                        budget=budget, budget_tokens=budget_tokens, method=method)
     if run_scoring(str(data), configs, run, command, progress) is None:
         return None
     return run_selection(run, configs, command, progress, data=str(data))
+
+
+def critical(data: str | Path, model: str, run: str | Path, responses: str | None = None,
+             config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
+             progress: bool = True) -> dict[str, Any] | None:
+    """``reasonsift critical``: write ``RUN/critical.jsonl`` (rows + ``critical_mask``); returns its report
+    (None off the merging rank)."""
+    from reasonsift.critical.run_critical import run_critical
+
+    flags = [f"model.model={model}"] + ([f"critical.responses={responses}"] if responses else [])
+    configs = load_config(["data", "model", "critical"], config, flags + _words(overrides))
+    return run_critical(str(data), configs, run, _command("critical", str(data), model=model, run=str(run),
+                                                          responses=responses), progress)
 
 
 def train(data: str | Path, model: str, out: str | Path, objective: str | None = None,

@@ -3,6 +3,7 @@
     reasonsift score DATA --model M --run RUN [--direction-model F] [--seed S] [key=value ...]
     reasonsift select RUN --budget B [--method temp] [--seed S]
     reasonsift curate DATA --model M --budget B --run RUN          (score + select)
+    reasonsift critical DATA --model M --run RUN [--responses greedy|dataset]   (CFT masks)
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick]                                       (the synthetic world, end to end)
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", help="selection method (default temp)")
     _common(p)
+    p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
+    p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
+    p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
+    p.add_argument("--responses", choices=("greedy", "dataset"),
+                   help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
+    _data_flags(p)
+    _common(p)
     from reasonsift.training.cli import add_parser as add_train_parser
 
     add_train_parser(sub)
@@ -121,10 +129,10 @@ def _score_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _select_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag, key in (("budget", "budget"), ("budget_tokens", "budget_tokens"), ("method", "method")):
-        if getattr(args, flag, None) is not None:
-            out.append(f"select.{key}={getattr(args, flag)}")
+    from reasonsift.api import select_flags
+
+    out = select_flags(getattr(args, "budget", None), getattr(args, "budget_tokens", None),
+                       getattr(args, "method", None))
     if getattr(args, "seed", None) is not None and args.command == "select":
         out.append(f"select.seed={args.seed}")
     return out
@@ -147,7 +155,8 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
               f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
-              f"{t['full_trace_all_checkpoints']:,} for full traces ({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+              f"{t['full_trace_all_checkpoints']:,} for full traces "
+              f"({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
     return 0
 
 
@@ -175,6 +184,22 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
     sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
     print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
           f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+    return 0
+
+
+def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.critical.run_critical import run_critical
+
+    data = _one(plain, "DATA path or hub id")
+    flags = [f"model.model={args.model}"] if args.model else []
+    flags += [f"critical.responses={args.responses}"] if args.responses else []
+    configs = load_config(["data", "model", "critical"], args.config, _data_overrides(args) + flags + overrides)
+    r = run_critical(data, configs, args.run, args.command_line, progress=not args.quiet)
+    if r is None:
+        return 0  # another rank merges
+    print(f"kept {r['counts']['kept']} of {r['counts']['rows']} rows; {r['critical_tokens']:,} of "
+          f"{r['positions_tested']:,} tokens critical ({100 * r['critical_share']:.1f}%) after {r['rollouts']:,} "
+          f"rollouts -> {r['output']}")
     return 0
 
 
@@ -208,8 +233,8 @@ def _train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> 
     return cmd_train(args, plain, overrides)
 
 
-COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "train": _train,
-            "evaluate": cmd_evaluate, "demo": cmd_demo}
+COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
+            "train": _train, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

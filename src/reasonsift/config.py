@@ -1,10 +1,10 @@
 """Stage configs: frozen dataclasses, filled from YAML, then from ``key=value`` overrides.
 
 Every stage has one dataclass (``DataConfig``, ``ScoreConfig``, ``SelectConfig``, ...). A YAML file
-holds one section per stage (``data:``, ``score:``, ``select:``, ``train:``, ``evaluate:``), and a
-command-line override is ``section.key=value`` or, when only one section of the command has that
-key, plain ``key=value``. Unknown keys are errors, never silently ignored: a typo in a
-hyperparameter must not produce a run that quietly used the default.
+holds one section per stage (``data:``, ``score:``, ``select:``, ``critical:``, ``train:``,
+``evaluate:``), and a command-line override is ``section.key=value`` or, when only one section of
+the command has that key, plain ``key=value``. Unknown keys are errors, never silently ignored: a
+typo in a hyperparameter must not produce a run that quietly used the default.
 """
 
 from __future__ import annotations
@@ -109,6 +109,25 @@ class EvalConfig:
     answer_kind: Literal["auto", "math", "choice", "text"] = "auto"
 
 
+@dataclasses.dataclass(frozen=True)
+class CriticalConfig:
+    """Critical tokens by counterfactual substitution (CFT, token-objectives.md §1).
+
+    A response token is critical when every substitute (the model's most probable other tokens at
+    that position), continued greedily, ends in a wrong final answer. ``responses``: ``greedy`` tests
+    the model's own verified-correct greedy solutions (CFT's D_correct); ``dataset`` the rows' own
+    responses, kept when their final answer is right.
+    """
+
+    responses: Literal["greedy", "dataset"] = "greedy"
+    alternatives: int = 2  # substitutes per position (CFT: the 2nd and 3rd most probable tokens)
+    max_new_tokens: int = 1024  # cap on a greedy solution (responses=greedy)
+    max_response_tokens: int = 2048  # longer responses are skipped and counted (cost grows as length²)
+    rollout_extra_tokens: int = 64  # a rollout from position t may write (length - t) + this many tokens
+    batch_size: int = 32  # sequences per generate() call
+    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"  # how final answers are extracted
+    shard_size: int = 64  # examples per resumable unit
+
 
 
 # UPFT's planning prompt, appended to the question of prefix examples (1KE-JI/UPFT scripts/train_sft.sh).
@@ -163,6 +182,7 @@ CONFIG_SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "score": ScoreConfig,
     "select": SelectConfig,
+    "critical": CriticalConfig,
     "train": TrainConfig,
     "evaluate": EvalConfig,
 }

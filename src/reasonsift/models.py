@@ -10,6 +10,7 @@ from a config and tokenizers trained on local text, then save and reload them th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,18 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` means the first CUDA device when there is one, else the CPU."""
+    """``auto`` means this process's CUDA device when there is one, else the CPU.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) each process takes GPU ``LOCAL_RANK``: a bare "cuda" would
+    put every rank of a node on GPU 0.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is None:
+            return torch.device("cuda")
+        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
     return torch.device(device)
 
 

@@ -13,6 +13,8 @@ Layout::
     RUN/report.json            counts, token accounting, wall time
     RUN/selected.jsonl         chosen input rows, verbatim
     RUN/report.html            the person-facing report
+    RUN/critical/shard<s>.jsonl (+ .done), manifest.json, config.yaml, report.json   critical tokens
+    RUN/critical.jsonl         examples + critical_mask (reasonsift critical)
 """
 
 from __future__ import annotations
@@ -122,6 +124,16 @@ class RunPaths:
     def manifest(self) -> Path:
         """Fingerprint of the scoring inputs; a rerun with another fingerprint refuses to resume."""
         return self.score_dir / "manifest.json"
+
+    @property
+    def critical_dir(self) -> Path:
+        """``reasonsift critical``'s work units, manifest, config and report."""
+        return self.root / "critical"
+
+    @property
+    def critical(self) -> Path:
+        """The examples with their ``critical_mask``, ready for ``train --objective cft``."""
+        return self.root / "critical.jsonl"
 
     def unit(self, stage: str, ckpt: int, shard: int) -> Path:
         return self.score_dir / stage / f"ckpt{ckpt}" / f"shard{shard:05d}.parquet"

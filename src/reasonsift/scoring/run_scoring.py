@@ -18,7 +18,6 @@ finishes last merges.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -307,7 +306,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         write_json_atomic(paths.unit(stage, k, 0).parent / "perturbation.json", stats)
         for s in todo:
             table = _score_unit(model, pq.read_table(_token_shard(paths, s)), window, sc, progress=False)
-            write_atomic(paths.unit(stage, k, s), lambda p: pq.write_table(table, p))
+            write_atomic(paths.unit(stage, k, s), lambda p, t=table: pq.write_table(t, p))
             mark_done(paths.unit(stage, k, s))
             bar.update(1)
     bar.close()

@@ -1,0 +1,152 @@
+"""Critical tokens by counterfactual substitution (CFT, arXiv 2510.10974; token-objectives.md §1).
+
+For a verified-correct response y_1..y_T to a question with gold answer A:
+
+1. one forward pass gives, at every response position t, the model's most probable tokens other
+   than y_t (CFT: the 2nd and 3rd of a greedy solution, whose 1st is y_t itself);
+2. each substitute a is placed after the prefix (question, y_<t) as a token id (re-encoding text
+   would let BPE merge it with its neighbours) and the sequence is continued greedily;
+3. y_t is critical iff every such continuation ends in a wrong final answer; one right answer
+   makes y_t replaceable.
+
+Decisions the sources leave open (token-objectives.md §1.3), made here:
+
+* Substitutes never include special tokens (EOS, pad, chat-turn markers): a substituted EOS would
+  end the response on the spot, a test of truncation rather than of the token.
+* The EOS that ends the response is not tested and is always marked critical: the model has to
+  learn to stop, and leaving it out of a sparse CFT mask would teach it to ramble.
+* A position with no usable substitute (a tiny vocabulary) is marked critical: no alternative
+  reaches the answer, which is the criterion read literally.
+* A rollout from position t may write (T - t) + ``extra_tokens`` tokens: the original remainder
+  plus a margin. A rollout that runs out counts with the answer it has written so far.
+* Substitutes are tried in rounds, most probable first; a later round rolls out only positions
+  whose earlier substitutes all failed. The mask is the same as rolling out every substitute, and
+  with CFT's "< 12 % critical" most positions need one rollout instead of two.
+
+Batching: all rollouts of a round (over every example of a shard) are sorted by length and run
+through ``model.generate`` in left-padded batches; a test checks the batched result against
+one-at-a-time greedy decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from reasonsift.scoring.scorer import decoder_hidden
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A verified-correct response, tokenized exactly as training will tokenize it."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]  # eos included when the response ends with it
+    gold: str  # the gold final answer
+    kind: str  # answer kind for extraction and equivalence ("math", "text", ...)
+
+
+@dataclass
+class CriticalStats:
+    """What finding critical tokens cost and found (summed over solutions)."""
+
+    positions: int = 0  # response tokens tested
+    critical: int = 0  # ... of which critical (the EOS that is not tested is counted in the mask only)
+    rollouts: int = 0  # greedy continuations run
+    decoded_tokens: int = 0  # tokens those continuations generated
+
+    def add(self, other: "CriticalStats") -> None:
+        for name in ("positions", "critical", "rollouts", "decoded_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@torch.inference_mode()
+def substitutes(model: Any, prompt_ids: list[int], response_ids: list[int], k: int,
+                banned: set[int]) -> list[list[int]]:
+    """For each response position, the ``k`` most probable tokens other than the response's own
+    token and ``banned`` ids, most probable first (fewer when the vocabulary runs out)."""
+    hidden, _ = decoder_hidden(model, [prompt_ids + response_ids], packed=False)  # (P + R, d)
+    # Logits only at the R rows that predict response tokens (row t predicts token t + 1): (R, V).
+    logits = model.get_output_embeddings()(hidden[len(prompt_ids) - 1: len(prompt_ids) + len(response_ids) - 1])
+    width = min(logits.shape[-1], k + 1 + len(banned))  # enough candidates to survive the exclusions
+    top = logits.float().topk(width, dim=-1).indices.tolist()  # (R, width), most probable first
+    out = []
+    for t, candidates in enumerate(top):
+        skip = banned | {response_ids[t]}
+        out.append([c for c in candidates if c not in skip][:k])
+    return out
+
+
+@torch.inference_mode()
+def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_id: int, eos_ids: list[int],
+                    batch_size: int) -> list[list[int]]:
+    """Greedy continuation of each token prefix: at most ``caps[i]`` new tokens, cut before the first EOS.
+
+    Prefixes are sorted by length and left-padded in batches of ``batch_size``, so rows of a batch
+    need little padding; results come back in the input order.
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+    out: list[list[int]] = [[] for _ in prefixes]
+    eos = set(eos_ids)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = max(len(prefixes[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, W), left-padded
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, W)
+        for r, i in enumerate(rows):
+            ids[r, width - len(prefixes[i]):] = torch.tensor(prefixes[i])
+            mask[r, width - len(prefixes[i]):] = 1
+        budget = max(caps[i] for i in rows)
+        if budget <= 0:
+            continue
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=budget,
+                             do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id,
+                             eos_token_id=eos_ids or None)  # (B, W + new)
+        for r, i in enumerate(rows):
+            new = gen[r, width:].tolist()[:caps[i]]
+            cut = next((j for j, tok in enumerate(new) if tok in eos), len(new))
+            out[i] = new[:cut]
+    return out
+
+
+def find_critical(model: Any, solutions: list[Solution], alternatives: int, extra_tokens: int, banned: set[int],
+                  pad_id: int, eos_ids: list[int], batch_size: int,
+                  is_correct: Callable[[list[int], Solution], bool],
+                  progress: Callable[[int], None] | None = None) -> tuple[list[list[int]], CriticalStats]:
+    """The 0/1 critical mask over each solution's response tokens, and what it cost.
+
+    ``is_correct(response_ids, solution)`` decodes a full response (prefix, substitute and
+    continuation) and checks its final answer; ``progress(n)`` is told of every n rollouts done.
+    """
+    stats = CriticalStats()
+    eos = set(eos_ids)
+    subs, tested = [], []
+    for sol in solutions:
+        subs.append(substitutes(model, sol.prompt_ids, sol.response_ids, alternatives, banned))
+        last = len(sol.response_ids) - 1
+        tested.append([t for t in range(len(sol.response_ids)) if not (t == last and sol.response_ids[t] in eos)])
+        stats.positions += len(tested[-1])
+    # all_wrong[s][t]: every substitute tried so far at position t ended wrong (starts True: none tried).
+    all_wrong = [[True] * len(sol.response_ids) for sol in solutions]
+    for j in range(alternatives):
+        todo = [(s, t) for s, positions in enumerate(tested) for t in positions
+                if all_wrong[s][t] and len(subs[s][t]) > j]
+        if not todo:
+            break
+        heads = [solutions[s].response_ids[:t] + [subs[s][t][j]] for s, t in todo]
+        prefixes = [solutions[s].prompt_ids + head for (s, _), head in zip(todo, heads)]
+        caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in todo]
+        tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size)
+        for (s, t), head, tail in zip(todo, heads, tails):
+            if is_correct(head + tail, solutions[s]):
+                all_wrong[s][t] = False
+        stats.rollouts += len(todo)
+        stats.decoded_tokens += sum(len(tail) for tail in tails)
+        if progress is not None:
+            progress(len(todo))
+    masks = [[int(w) for w in wrong] for wrong in all_wrong]  # an untested final EOS stays 1 (module docstring)
+    stats.critical = sum(sum(m[t] for t in positions) for m, positions in zip(masks, tested))
+    return masks, stats

@@ -1,0 +1,262 @@
+"""The critical stage: ``reasonsift critical DATA --model M --run RUN``.
+
+Top to bottom: read the rows (questions with a gold final answer), take a verified-correct response
+per row (``critical.responses=greedy``: the model's own greedy solution, as CFT does; ``dataset``:
+the row's response, when its own final answer is right), find its critical tokens by counterfactual
+substitution (``critical.counterfactual``), and write every kept example with its mask::
+
+    RUN/critical.jsonl            one row per kept example, with ``critical_mask`` (0/1 per response
+                                  token, EOS included, as ``train --objective cft`` reads it)
+    RUN/critical/shard<s>.jsonl   the same rows per unit of ``shard_size`` input rows (+ .done)
+    RUN/critical/manifest.json    input, model and config fingerprints (refuses a changed resume)
+    RUN/critical/config.yaml      resolved config + command
+    RUN/critical/report.json      counts, critical share, rollouts and decoded tokens, wall time
+
+Rows written for ``dataset`` are the input rows verbatim plus ``critical_mask`` and
+``critical_tokens``; rows written for ``greedy`` carry the model's solution as ``response`` (with
+``id``, ``prompt``, ``answer``, ``source``, ``domain``; a row with a system turn is written as chat
+``messages``). Either way ``train`` renders them exactly as this stage tokenized them, and refuses a
+mask whose length does not match. Shards are the resume unit and, under ``torchrun``, the unit of
+work per rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from reasonsift.config import ConfigError, EvalConfig, config_hash, config_to_dict
+from reasonsift.critical.counterfactual import CriticalStats, Solution, find_critical
+from reasonsift.data.load import canonical_json, iter_examples, parse_field_overrides
+from reasonsift.data.records import DataError, Example
+from reasonsift.data.render import prompt_text, tokenize_example
+from reasonsift.evaluation.answers import extract_answer, is_equivalent
+from reasonsift.evaluation.run_evaluation import (generate, load_model_and_tokenizer, model_fingerprint,
+                                                  stop_strings, stop_token_ids)
+from reasonsift.models import resolve_device, resolve_dtype
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
+                                  write_json_atomic, write_text_atomic)
+from reasonsift.scoring.run_scoring import _rank_world, input_fingerprint
+
+logger = logging.getLogger(__name__)
+
+# critical.* keys that change only speed, never a mask (greedy decoding is batch-independent in fp32).
+PERFORMANCE_KEYS = ("batch_size",)
+COUNTS = ("rows", "rejected", "no_gold", "wrong", "too_long", "kept")
+
+
+def _shard_path(paths: RunPaths, shard: int) -> Path:
+    return paths.critical_dir / f"shard{shard:05d}.jsonl"
+
+
+def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_path: str, device: str,
+                   dtype: str) -> None:
+    """Refuse to resume a folder whose finished shards came from another input, model or config.
+
+    Greedy decoding depends on the device and dtype too (bf16 on a GPU can take another argmax than
+    fp32 on a CPU), so they are part of the fingerprint. Nothing finished yet: start over quietly.
+    """
+    resolved = config_to_dict(configs)
+    for key in PERFORMANCE_KEYS:
+        resolved["critical"].pop(key, None)
+    resolved["model"].pop("device", None)  # the resolved device type is recorded instead
+    manifest = {"input": input_fingerprint(data), "model": model_fingerprint(model_path),
+                "config": config_hash(resolved), "device": device, "dtype": dtype}
+    path = paths.critical_dir / "manifest.json"
+    if path.exists():
+        old = read_json(path)
+        if old == manifest:
+            return
+        if any(paths.critical_dir.glob("shard*.jsonl.done")):
+            what = next((k for k in ("input", "model", "config", "device", "dtype") if old.get(k) != manifest[k]),
+                        "config")
+            raise ConfigError(f"{paths.critical_dir} holds critical masks made with a different {what}; use a new "
+                              "--run folder or delete that folder to start over")
+    write_json_atomic(path, manifest)
+
+
+def _examples_by_shard(data: str, configs: dict[str, Any]) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
+    """(shard index, [(raw row, example or None)]) for consecutive groups of ``shard_size`` input rows."""
+    dc, cc = configs["data"], configs["critical"]
+    shard, buffer = 0, []
+    for raw, ex, _reason in iter_examples(data, parse_field_overrides(dc.fields), dc.split, dc.skip_bad_rows,
+                                          dc.limit):
+        if raw.index // cc.shard_size != shard:
+            yield shard, buffer
+            shard, buffer = raw.index // cc.shard_size, []
+        buffer.append((raw, ex))
+    if buffer:
+        yield shard, buffer
+
+
+def _out_row(raw_row: dict[str, Any] | None, ex: Example, response: str, mask: list[int], mode: str) -> str:
+    """The JSON line written for one kept example (see the module docstring)."""
+    extra = {"critical_mask": mask, "critical_tokens": int(sum(mask)), "response_tokens": len(mask)}
+    if mode == "dataset" and raw_row is not None:
+        return canonical_json({**raw_row, **extra})
+    row: dict[str, Any] = {"id": ex.id}
+    if ex.system is not None:  # only chat rows carry a system turn; keep it where train will find it
+        row["messages"] = [{"role": "system", "content": ex.system}, {"role": "user", "content": ex.prompt},
+                           {"role": "assistant", "content": response}]
+    else:
+        row.update(prompt=ex.prompt, response=response)
+    row.update(answer=ex.answer, source=ex.source, domain=ex.domain, **extra)
+    return json.dumps(row, ensure_ascii=False)
+
+
+class _Checker:
+    """Decode a response's token ids and check its final answer against the gold one."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.stops = tokenizer, stop_strings(tokenizer)
+
+    def text(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
+        return text[:cut] if cut >= 0 else text
+
+    def correct(self, text: str, gold: str, kind: str) -> bool:
+        return is_equivalent(extract_answer(text, kind), gold, kind)
+
+    def __call__(self, ids: list[int], sol: Solution) -> bool:
+        return self.correct(self.text(ids), sol.gold, sol.kind)
+
+
+def _responses(model: Any, tokenizer: Any, examples: list[Example], configs: dict[str, Any]) -> list[str]:
+    """The response each example is tested on: its own, or the model's greedy solution."""
+    cc, dc = configs["critical"], configs["data"]
+    if cc.responses == "dataset":
+        return [ex.response for ex in examples]
+    gen_cfg = EvalConfig(max_new_tokens=cc.max_new_tokens, batch_size=cc.batch_size)
+    out = []
+    for start in range(0, len(examples), cc.batch_size):
+        batch = examples[start:start + cc.batch_size]
+        prompts = [prompt_text(tokenizer, ex.prompt, dc.system_prompt or ex.system) for ex in batch]
+        out += [gens[0].text for gens in generate(model, tokenizer, prompts, gen_cfg)]
+    return out
+
+
+def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | None]], configs: dict[str, Any],
+                  progress: bool = False) -> tuple[list[str], dict[str, Any]]:
+    """Critical masks for one shard of input rows: (JSON lines of the kept examples, counts and costs)."""
+    cc, dc = configs["critical"], configs["data"]
+    counts = dict.fromkeys(COUNTS, 0)
+    counts["rows"] = len(rows)
+    check = _Checker(tokenizer)
+    examples, raws = [], []
+    for raw, ex in rows:
+        if ex is None:
+            counts["rejected"] += 1
+        elif not ex.answer.strip():
+            counts["no_gold"] += 1
+        else:
+            examples.append(ex)
+            raws.append(raw.row)
+    kept: list[tuple[Any, Example, str, Solution]] = []
+    for raw_row, ex, response in zip(raws, examples, _responses(model, tokenizer, examples, configs)):
+        if not check.correct(response, ex.answer, cc.answer_kind):
+            counts["wrong"] += 1
+            continue
+        tok = tokenize_example(tokenizer, dataclasses.replace(ex, response=response), dc.system_prompt)
+        if tok.n_response_tokens > cc.max_response_tokens:
+            counts["too_long"] += 1
+            continue
+        kept.append((raw_row, ex, response, Solution(tok.prompt_ids, tok.response_ids, ex.answer, cc.answer_kind)))
+    counts["kept"] = len(kept)
+    eos_ids = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
+    banned = set(tokenizer.all_special_ids) | set(eos_ids)
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="rollouts", unit="rollout", leave=False, disable=not progress) as bar:
+        masks, stats = find_critical(model, [k[3] for k in kept], cc.alternatives, cc.rollout_extra_tokens, banned,
+                                     pad_id, eos_ids, cc.batch_size, check, progress=bar.update)
+    lines = [_out_row(raw_row, ex, response, mask, cc.responses)
+             for (raw_row, ex, response, _), mask in zip(kept, masks)]
+    info = {**counts, **dataclasses.asdict(stats), "response_tokens": sum(len(m) for m in masks),
+            "masked_tokens": sum(sum(m) for m in masks)}
+    return lines, info
+
+
+def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
+                 progress: bool = True) -> dict[str, Any] | None:
+    """Find critical tokens for DATA into ``RUN/critical.jsonl``; returns the report.
+
+    Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU; the last rank to
+    finish merges and returns the report (the others return None).
+    """
+    start = time.time()
+    cc, mc = configs["critical"], configs["model"]
+    if not mc.model:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    for key in ("alternatives", "max_new_tokens", "max_response_tokens", "batch_size", "shard_size"):
+        if getattr(cc, key) < 1:
+            raise ConfigError(f"critical.{key} must be ≥ 1, got {getattr(cc, key)}")
+    if cc.rollout_extra_tokens < 0:
+        raise ConfigError(f"critical.rollout_extra_tokens must be ≥ 0, got {cc.rollout_extra_tokens}")
+    paths = RunPaths(Path(run))
+    device = resolve_device(mc.device)
+    check_manifest(paths, data, configs, mc.model, device.type,
+                   str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
+    save_config(paths.critical_dir / "config.yaml", config_to_dict(configs), command)
+    model, tokenizer = load_model_and_tokenizer(mc.model, mc)
+    from tqdm.auto import tqdm
+
+    rank, world = _rank_world()
+    shards, rows_seen = [], 0
+    bar = tqdm(desc="critical", unit="row", disable=not progress)
+    for shard, rows in _examples_by_shard(data, configs):
+        path = _shard_path(paths, shard)
+        if shard % world == rank and not is_done(path):
+            lines, info = process_shard(model, tokenizer, rows, configs, progress)
+            write_text_atomic(path, "".join(line + "\n" for line in lines))
+            mark_done(path, info)
+        shards.append(path)
+        rows_seen += len(rows)
+        bar.update(len(rows))
+    bar.close()
+    if not rows_seen:
+        raise DataError(f"{data}: no rows")
+    if not all(is_done(p) for p in shards):
+        logger.info("rank %d finished its shards; the last rank to finish merges", rank)
+        return None
+    with exclusive_lock(paths.critical_dir / "merge.lock") as merging:
+        if not merging:
+            return None
+        return _merge(data, configs, paths, shards, start)
+
+
+def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float) -> dict[str, Any]:
+    """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
+    cc, mc = configs["critical"], configs["model"]
+    totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
+    tokens = {"response_tokens": 0, "masked_tokens": 0}
+    for path in shards:
+        info = read_json(done_marker(path))
+        for key in tokens:
+            tokens[key] += info.get(key, 0)
+        for key in COUNTS:
+            totals[key] += info.get(key, 0)
+        cost.add(CriticalStats(**{k: info.get(k, 0) for k in ("positions", "critical", "rollouts",
+                                                                "decoded_tokens")}))
+    write_text_atomic(paths.critical, "".join(p.read_text(encoding="utf-8") for p in shards))
+    report = {
+        "data": str(data), "model": mc.model, "responses": cc.responses, "counts": totals,
+        "positions_tested": cost.positions, "critical_tokens": cost.critical,
+        "critical_share": cost.critical / cost.positions if cost.positions else 0.0,
+        "rollouts": cost.rollouts, "decoded_tokens": cost.decoded_tokens,
+        "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
+        **tokens,  # over kept responses, EOS included: what train --objective cft sees
+        "output": str(paths.critical), "wall_s": round(time.time() - start, 1),
+    }
+    write_json_atomic(paths.critical_dir / "report.json", report)
+    if totals["kept"] == 0:
+        raise DataError(f"no example kept out of {totals['rows']} rows ({totals['wrong']} answered wrong, "
+                        f"{totals['no_gold']} without a gold answer, {totals['rejected']} rejected, "
+                        f"{totals['too_long']} too long); see {paths.critical_dir / 'report.json'}")
+    return report
