@@ -41,6 +41,15 @@ def _argmax_rollout(model, prefix: list[int], cap: int, eos: set[int]) -> list[i
     return new
 
 
+def _generate_one(model, prefix: list[int], cap: int, eos: list[int]) -> list[int]:
+    """Oracle for the criterion: HF greedy generation of one unpadded sequence (the batched,
+    left-padded path is checked against step-by-step argmax in its own test)."""
+    out = model.generate(input_ids=torch.tensor([prefix]), attention_mask=torch.ones(1, len(prefix), dtype=torch.long),
+                         max_new_tokens=cap, do_sample=False, temperature=None, top_p=None, top_k=None,
+                         pad_token_id=0, eos_token_id=eos)[0, len(prefix):].tolist()
+    return out[:next((i for i, t in enumerate(out) if t in eos), len(out))]
+
+
 def _one_step_rows(n: int) -> list[dict]:
     """Clean one-step problems of the synthetic world (θ₀ saw such problems whole in pretraining)."""
     rows = [r for r in generate_pool(400, seed=7, low_quality_fraction=0.0) if r["true_difficulty"] == 1]
@@ -93,7 +102,7 @@ def test_critical_mask_matches_single_rollouts_and_answer_digits_are_critical(th
             outcomes = []
             for a in subs[t]:
                 head = sol.response_ids[:t] + [a]
-                tail = _argmax_rollout(model, sol.prompt_ids + head, len(sol.response_ids) - t + 8, set(eos))
+                tail = _generate_one(model, sol.prompt_ids + head, len(sol.response_ids) - t + 8, eos)
                 outcomes.append(check(head + tail, sol))
             assert mask[t] == int(not any(outcomes)), (t, outcomes)
         # Ground truth: every character of the value on the answer line decides the answer.
@@ -149,10 +158,10 @@ def test_run_critical_greedy_writes_masks_train_reads_and_resume(theta0, tmp_pat
 
 def test_run_critical_dataset_mode_keeps_rows_verbatim_and_drops_wrong_references(theta0, tmp_path):
     path, _model, _tok = theta0
-    rows = [r for r in generate_pool(60, seed=3, low_quality_fraction=0.5)
-            if r["true_difficulty"] <= 2][:8]
-    wrong = [r for r in rows if r["low_quality_kind"] == "wrong_step"]
-    assert wrong, "the sample should hold a trace with a wrong step"
+    pool = generate_pool(200, seed=3, low_quality_fraction=0.5)
+    wrong = [r for r in pool if r["low_quality_kind"] == "wrong_step" and r["true_difficulty"] <= 2][:2]
+    rows = wrong + [r for r in pool if not r["low_quality"] and r["true_difficulty"] == 1][:4]
+    assert len(wrong) == 2
     data = write_jsonl(rows, tmp_path / "pool.jsonl")
     configs = _configs(f"model.model={path}", "critical.responses=dataset", "critical.answer_kind=text",
                        "critical.rollout_extra_tokens=4")
@@ -167,9 +176,16 @@ def test_run_critical_dataset_mode_keeps_rows_verbatim_and_drops_wrong_reference
     assert report["counts"]["wrong"] >= len(wrong)
 
 
-def test_cli_critical_needs_a_model(tmp_path, capsys):
+def test_cli_critical(theta0, tmp_path, capsys):
     from reasonsift.cli import main
 
     data = write_jsonl(_one_step_rows(2), tmp_path / "pool.jsonl")
     assert main(["critical", str(data), "--run", str(tmp_path / "run")]) == 2
     assert "no model given" in capsys.readouterr().err
+    args = ["critical", str(data), "--model", str(theta0[0]), "--run", str(tmp_path / "run"), "--responses",
+            "dataset", "--quiet", "answer_kind=text", "critical.rollout_extra_tokens=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "critical" / "report.json").read_text())
+    assert f"kept {report['counts']['kept']} of 2 rows" in out and report["counts"]["kept"] == 2
+    assert "answer_kind: text" in (tmp_path / "run" / "critical" / "config.yaml").read_text()

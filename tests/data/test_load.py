@@ -414,3 +414,12 @@ def test_schema_is_fixed_by_the_first_good_row(tmp_path):
         list(iter_examples(path))
     got = list(iter_examples(path, skip_bad_rows=True))
     assert got[0][1].response == "r1\n\na1" and got[1][1] is None
+
+
+def test_gold_answer_column_beside_a_response(tmp_path):
+    rows = [{"prompt": "7+5?", "response": "7+5=12\nanswer: 12", "answer": "12"},
+            {"prompt": "2+2?", "response": "2+2=4 #### 4"},  # optional: a later row without it is good
+            {"prompt": "1+1?", "response": "1+1=2", "answer": None}]
+    got = examples(write_jsonl(tmp_path / "pool.jsonl", rows))
+    assert [ex.answer for ex in got] == ["12", "4", ""]
+    assert got[0].response == rows[0]["response"]  # the gold column is not the response

@@ -36,6 +36,7 @@ PROMPT_KEYS = ("prompt", "question", "problem", "instruction", "query", "input")
 REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_content", "rationale", "cot")
 FINAL_KEYS = ("distilled_answer_string", "attempt", "answer", "solution", "final_answer")
 RESPONSE_KEYS = ("response", "completion", "output", "solution", "answer", "distilled_answer_string", "attempt")
+GOLD_COLUMNS = ("answer", "final_answer", "gold")  # a gold final answer beside a response column
 ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "idx")
 CHAT_KEYS = ("messages", "conversations")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -316,6 +317,13 @@ def detect_schema(row: dict[str, Any], fields: dict[str, str] | None = None) -> 
     for name in ("answer", "source", "domain"):
         if name in fields:
             schema[name] = fields[name]
+    if "answer" not in schema:
+        # An optional gold-answer column beside the response ({prompt, response, answer}): Example.answer
+        # for stages that check answers (critical). Optional: a later row without it is still good.
+        used = set(schema.values())
+        gold_key = fields.get("gold") or next((k for k in GOLD_COLUMNS if k in row and k not in used), None)
+        if gold_key is not None:
+            schema["gold"] = gold_key
     return schema
 
 
@@ -343,6 +351,9 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
             response = _required(row, schema["response"])
     if "answer" in schema and not answer:
         answer = _required(row, schema["answer"])
+    gold = row.get(schema["gold"]) if "gold" in schema else None
+    if not answer and gold is not None and not isinstance(gold, (list, dict)):
+        answer = str(gold).strip()
     answer = answer or _final_answer(response)
     if "id" in schema:
         if row.get(schema["id"]) is None:
