@@ -81,11 +81,11 @@ def substitutes(model: Any, prompt_ids: list[int], response_ids: list[int], k: i
 
 @torch.inference_mode()
 def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_id: int, eos_ids: list[int],
-                    batch_size: int) -> list[list[int]]:
+                    batch_size: int, progress: Callable[[int], None] | None = None) -> list[list[int]]:
     """Greedy continuation of each token prefix: at most ``caps[i]`` new tokens, cut before the first EOS.
 
     Prefixes are sorted by length and left-padded in batches of ``batch_size``, so rows of a batch
-    need little padding; results come back in the input order.
+    need little padding; results come back in the input order. ``progress(n)``: n more rolled out.
     """
     device = next(model.parameters()).device
     order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
@@ -109,6 +109,8 @@ def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_
             new = gen[r, width:].tolist()[:caps[i]]
             cut = next((j for j, tok in enumerate(new) if tok in eos), len(new))
             out[i] = new[:cut]
+        if progress is not None:
+            progress(len(rows))
     return out
 
 
@@ -139,14 +141,12 @@ def find_critical(model: Any, solutions: list[Solution], alternatives: int, extr
         heads = [solutions[s].response_ids[:t] + [subs[s][t][j]] for s, t in todo]
         prefixes = [solutions[s].prompt_ids + head for (s, _), head in zip(todo, heads)]
         caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in todo]
-        tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size)
+        tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress)
         for (s, t), head, tail in zip(todo, heads, tails):
             if is_correct(head + tail, solutions[s]):
                 all_wrong[s][t] = False
         stats.rollouts += len(todo)
         stats.decoded_tokens += sum(len(tail) for tail in tails)
-        if progress is not None:
-            progress(len(todo))
     masks = [[int(w) for w in wrong] for wrong in all_wrong]  # an untested final EOS stays 1 (module docstring)
     stats.critical = sum(sum(m[t] for t in positions) for m, positions in zip(masks, tested))
     return masks, stats
