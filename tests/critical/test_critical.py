@@ -94,7 +94,7 @@ def test_critical_mask_matches_single_rollouts_and_answer_digits_are_critical(th
         tk = tokenize_example(tok, ex)
         sols.append(Solution(tk.prompt_ids, tk.response_ids, row["answer"], "text"))
     sols = sols[:3]
-    masks, stats = find_critical(model, sols, 2, 8, banned, tok.pad_token_id, eos, 16, check)
+    masks, stats = find_critical(model, sols, 2, 8, banned, tok.pad_token_id, eos, 4, check)  # 4 x 16: several blocks
     for sol, mask in zip(sols, masks):
         subs = substitutes(model, sol.prompt_ids, sol.response_ids, 2, banned)
         assert len(mask) == len(sol.response_ids) and mask[-1] == 1  # the final EOS is always trained

@@ -38,6 +38,9 @@ import torch
 from reasonsift.scoring.scorer import decoder_hidden
 
 
+BLOCK_BATCHES = 16  # rollout prefixes are materialised this many generate() batches at a time
+
+
 @dataclass(frozen=True)
 class Solution:
     """A verified-correct response, tokenized exactly as training will tokenize it."""
@@ -138,15 +141,21 @@ def find_critical(model: Any, solutions: list[Solution], alternatives: int, extr
                 if all_wrong[s][t] and len(subs[s][t]) > j]
         if not todo:
             break
-        heads = [solutions[s].response_ids[:t] + [subs[s][t][j]] for s, t in todo]
-        prefixes = [solutions[s].prompt_ids + head for (s, _), head in zip(todo, heads)]
-        caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in todo]
-        tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress)
-        for (s, t), head, tail in zip(todo, heads, tails):
-            if is_correct(head + tail, solutions[s]):
-                all_wrong[s][t] = False
+        # Shortest prefixes first, then built a block at a time: all prefixes of a shard at once
+        # would hold ~ Σ T² token ids (a billion for 64 responses of 4k tokens).
+        todo.sort(key=lambda st: len(solutions[st[0]].prompt_ids) + st[1])
+        block = batch_size * BLOCK_BATCHES
+        for b in range(0, len(todo), block):
+            part = todo[b:b + block]
+            heads = [solutions[s].response_ids[:t] + [subs[s][t][j]] for s, t in part]
+            prefixes = [solutions[s].prompt_ids + head for (s, _), head in zip(part, heads)]
+            caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in part]
+            tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress)
+            for (s, t), head, tail in zip(part, heads, tails):
+                if is_correct(head + tail, solutions[s]):
+                    all_wrong[s][t] = False
+            stats.decoded_tokens += sum(len(tail) for tail in tails)
         stats.rollouts += len(todo)
-        stats.decoded_tokens += sum(len(tail) for tail in tails)
     masks = [[int(w) for w in wrong] for wrong in all_wrong]  # an untested final EOS stays 1 (module docstring)
     stats.critical = sum(sum(m[t] for t in positions) for m, positions in zip(masks, tested))
     return masks, stats
