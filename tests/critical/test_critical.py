@@ -189,3 +189,28 @@ def test_cli_critical(theta0, tmp_path, capsys):
     report = json.loads((tmp_path / "run" / "critical" / "report.json").read_text())
     assert f"kept {report['counts']['kept']} of 2 rows" in out and report["counts"]["kept"] == 2
     assert "answer_kind: text" in (tmp_path / "run" / "critical" / "config.yaml").read_text()
+
+
+def test_bpe_chat_template_masks_fit_training(tiny_model_dir, tmp_path):
+    """A BPE tokenizer with a chat template (GSM8K rows, #### answers): masks line up with training."""
+    from reasonsift.config import DataConfig, TrainConfig
+    from reasonsift.training.dataset import build_train_dataset
+    from tests.conftest import gsm8k_lines
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(gsm8k_lines(2)), encoding="utf-8")
+    configs = _configs(f"model.model={tiny_model_dir}", "critical.responses=dataset", "critical.alternatives=1",
+                       "critical.rollout_extra_tokens=0")
+    report = run_critical(str(data), configs, tmp_path / "run", "test", progress=False)
+    assert report["counts"]["kept"] == 2  # a GSM8K reference answers its own "#### N"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "critical.jsonl").read_text().splitlines()]
+    added = {"critical_mask", "critical_tokens", "response_tokens"}
+    assert [set(r) - added for r in rows] == [{"question", "answer"}] * 2  # the GSM8K row, verbatim
+    tok = load_tokenizer(str(tiny_model_dir))
+    ds, stats = build_train_dataset(str(tmp_path / "run" / "critical.jsonl"), tok, DataConfig(),
+                                    TrainConfig(objective="cft"))
+    assert stats["tokens"]["loss"] == sum(r["critical_tokens"] for r in rows)
+    for r, labels in zip(rows, ds["labels"]):
+        trained = [i for i, label in enumerate(labels) if label != -100]
+        start = len(labels) - r["response_tokens"]
+        assert trained == [start + i for i, m in enumerate(r["critical_mask"]) if m]
