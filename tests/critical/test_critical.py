@@ -189,6 +189,8 @@ def test_cli_critical(theta0, tmp_path, capsys):
     report = json.loads((tmp_path / "run" / "critical" / "report.json").read_text())
     assert f"kept {report['counts']['kept']} of 2 rows" in out and report["counts"]["kept"] == 2
     assert "answer_kind: text" in (tmp_path / "run" / "critical" / "config.yaml").read_text()
+    card = (tmp_path / "run" / "critical" / "README.md").read_text()
+    assert f"{report['counts']['kept']} examples" in card and "--responses dataset" in card
 
 
 def test_bpe_chat_template_masks_fit_training(tiny_model_dir, tmp_path):

@@ -11,6 +11,7 @@ substitution (``critical.counterfactual``), and write every kept example with it
     RUN/critical/manifest.json    input, model and config fingerprints (refuses a changed resume)
     RUN/critical/config.yaml      resolved config + command
     RUN/critical/report.json      counts, critical share, rollouts and decoded tokens, wall time
+    RUN/critical/README.md        dataset card of critical.jsonl
 
 Rows written for ``dataset`` are the input rows verbatim plus ``critical_mask`` and
 ``critical_tokens``; rows written for ``greedy`` carry the model's solution as ``response`` (with
@@ -228,10 +229,39 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     with exclusive_lock(paths.critical_dir / "merge.lock") as merging:
         if not merging:
             return None
-        return _merge(data, configs, paths, shards, start)
+        return _merge(data, configs, paths, shards, start, command)
 
 
-def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float) -> dict[str, Any]:
+def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
+    """A short dataset card for ``critical.jsonl`` (provenance a user can publish with it)."""
+    cc, c = configs["critical"], report["counts"]
+    responses = ("the model's own greedy solutions, kept when their final answer is right" if cc.responses == "greedy"
+                 else "the rows' own responses, kept when their final answer is right")
+    return f"""---
+tags: [reasonsift, critical-tokens, cft, reasoning]
+---
+# Critical-token masks: {c['kept']} examples, {100 * report['critical_share']:.1f}% of tested tokens critical
+
+- **Source data**: `{report['data']}` ({c['rows']} rows: {c['kept']} kept, {c['wrong']} answered wrong,
+  {c['no_gold']} without a gold answer, {c['too_long']} over {cc.max_response_tokens} tokens, {c['rejected']} rejected)
+- **Model**: `{report['model']}`; responses: {responses}
+- **Criterion** (CFT, arXiv 2510.10974): a response token is critical when each of the model's
+  {cc.alternatives} most probable other tokens in its place, continued greedily (up to the rest of the
+  response + {cc.rollout_extra_tokens} tokens), ends in a wrong final answer (`{cc.answer_kind}` extraction).
+  The final EOS is always marked; special tokens are never substitutes.
+- **Cost**: {report['rollouts']:,} rollouts ({report['rollouts_per_position']:.2f} per tested token),
+  {report['decoded_tokens']:,} decoded tokens
+- **Command**: `{report.get('command', '')}`
+
+`critical.jsonl` holds one row per kept example with `critical_mask` (0/1 per response token as the
+model's tokenizer and chat template split it, EOS included). Train on it with
+`reasonsift train critical.jsonl --objective cft` and the same tokenizer, template and system
+prompt; a mask of another length is refused there.
+"""
+
+
+def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
+           command: str) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
@@ -252,9 +282,10 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         "rollouts": cost.rollouts, "decoded_tokens": cost.decoded_tokens,
         "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
-        "output": str(paths.critical), "wall_s": round(time.time() - start, 1),
+        "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
     }
     write_json_atomic(paths.critical_dir / "report.json", report)
+    write_text_atomic(paths.critical_dir / "README.md", dataset_card(report, configs))
     if totals["kept"] == 0:
         raise DataError(f"no example kept out of {totals['rows']} rows ({totals['wrong']} answered wrong, "
                         f"{totals['no_gold']} without a gold answer, {totals['rejected']} rejected, "
