@@ -117,8 +117,9 @@ def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, c
                           _command("evaluate", model, benchmark=str(benchmark), out=out), progress)
 
 
-def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
+         methods: Iterable[str] = ("temp", "random")) -> dict[str, Any]:
     """``reasonsift demo``: the whole pipeline on the synthetic world; returns its results."""
     from reasonsift.synth.demo import run_demo
 
-    return run_demo(out, quick=quick, seed=seed, progress=progress)
+    return run_demo(out, quick=quick, seed=seed, progress=progress, methods=tuple(methods))

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=["temp", "random"], metavar="M",
+                   help="what to compare: selection methods (temp random s2l ...), full (the whole pool), "
+                        "cft (the random subset trained on its critical tokens); default: temp random")
     _common(p)
     return parser
 
@@ -223,7 +226,7 @@ def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -
 
     if plain or overrides:
         raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=tuple(args.methods))
     return 0
 
 

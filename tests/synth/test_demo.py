@@ -11,14 +11,24 @@ from reasonsift.cli import main
 def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))  # build θ₀ from scratch
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--methods", "temp", "nonsense", "--out", str(out)]) == 2  # refused before any work
+    assert "nonsense" in capsys.readouterr().err and not out.exists()
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--methods", "temp", "random", "cft"]) == 0
     printed = capsys.readouterr().out
-    assert "temp" in printed and "random" in printed and "Spearman" in printed
+    assert "temp" in printed and "random" in printed and "cft" in printed and "Spearman" in printed
     results = json.loads((out / "demo_results.json").read_text())
-    assert set(results["methods"]) == {"temp", "random"}
+    assert set(results["methods"]) == {"temp", "random", "cft"}
     budget = int(results["size"]["budget_fraction"] * results["size"]["pool"])
+    # cft: the random subset minus traces whose final answer is wrong, trained on its critical tokens
+    cft_rows = [json.loads(x) for x in (out / "critical" / "critical.jsonl").read_text().splitlines()]
+    random_rows = [json.loads(x) for x in (out / "subsets" / "random.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in cft_rows} <= {r["id"] for r in random_rows}
+    assert results["methods"]["cft"]["n"] == len(cft_rows) > 0
+    assert not any(r["low_quality_kind"] == "wrong_step" for r in cft_rows)  # a wrong answer is no solution
+    assert json.loads((out / "models" / "cft" / "train_report.json").read_text())["objective"] == "cft"
     for method, r in results["methods"].items():
-        assert r["n"] == len((out / "subsets" / f"{method}.jsonl").read_text().splitlines()) == budget
+        if method != "cft":
+            assert r["n"] == len((out / "subsets" / f"{method}.jsonl").read_text().splitlines()) == budget
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["low_quality_share"] <= 1.0
         assert (out / "models" / method / "model.safetensors").exists()
         assert (out / "models" / method / "eval" / "metrics.json").exists()

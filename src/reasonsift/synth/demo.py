@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +49,27 @@ class DemoSize:
     max_new_tokens: int = 448  # the longest trace (6 list operations) is about 420 characters
     short_tokens: int = 32  # characters: about the first step of a trace
     long_tokens: int = 512  # characters: the whole trace
+    critical_alternatives: int = 2  # cft arm: substitutes per position (CFT's 2nd and 3rd token)
+    critical_max_tokens: int = 512  # cft arm: longer traces are not tested (the cost grows as length²)
 
 
 FULL = DemoSize(theta_f_epochs=4.0, subset_epochs=40.0, learning_rate=2e-3, batch_size=16)  # ~8.5 min on 2 cores
 # benchmarks/synthetic_validation.py: more SFT (about 12 minutes a seed for TEMP + random)
 VALIDATION = DemoSize()
 QUICK = DemoSize(pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
-                 theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100)
+                 theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100,
+                 critical_alternatives=1, critical_max_tokens=60)
 
 
-def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: DemoSize, progress: bool) -> Path:
-    """Full fine-tune of θ₀ with the demo's SFT recipe."""
+def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: DemoSize, progress: bool,
+           objective: str = "sft") -> Path:
+    """Full fine-tune of θ₀ with the demo's recipe (SFT, or CFT on a file with critical masks)."""
     from reasonsift.config import TrainConfig
     from reasonsift.training.run_training import run_training
 
     if (out / "model.safetensors").exists():
         return out
-    train = TrainConfig(objective="sft", learning_rate=size.learning_rate, num_train_epochs=epochs,
+    train = TrainConfig(objective=objective, learning_rate=size.learning_rate, num_train_epochs=epochs,
                         per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1, max_length=768,
                         seed=seed, warmup_ratio=0.05, weight_decay=0.0, save_steps=100_000, logging_steps=10)
     run_training(str(data), {"data": DataConfig(), "model": ModelConfig(model=str(base)), "train": train},
@@ -106,6 +111,19 @@ def _curate(pool: Path, base: Path, theta_f: Path, run: Path, size: DemoSize, me
     return subset
 
 
+def _critical(subset: Path, judge: Path, run: Path, size: DemoSize, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Critical tokens of a subset's own traces, judged by θ_f (CFT's cross-model identification:
+    θ₀ solves too few problems to judge its own); traces whose final answer is wrong are dropped."""
+    from reasonsift.config import CriticalConfig
+    from reasonsift.critical.run_critical import run_critical
+
+    cc = CriticalConfig(responses="dataset", answer_kind="text", rollout_extra_tokens=16, batch_size=64,
+                        alternatives=size.critical_alternatives, max_response_tokens=size.critical_max_tokens)
+    report = run_critical(str(subset), {"data": DataConfig(), "model": ModelConfig(model=str(judge)), "critical": cc},
+                          run, command="reasonsift demo", progress=progress)
+    return run / "critical.jsonl", report
+
+
 def subset_truth(subset: Path) -> dict[str, float]:
     """Ground-truth composition of a subset (the selector never saw these columns)."""
     rows = [json.loads(x) for x in subset.read_text().splitlines()]
@@ -132,10 +150,16 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
              methods: tuple[str, ...] = ("temp", "random"), size: DemoSize | None = None) -> dict[str, Any]:
     """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``.
 
-    ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool).
+    ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool) and
+    ``cft`` (the random subset, critical tokens judged by θ_f, trained with ``--objective cft``).
     ``size`` overrides the preset that ``quick`` picks (QUICK or FULL).
     """
     start = time.time()
+    known = set(typing.get_args(typing.get_type_hints(SelectConfig)["method"])) | {"full", "cft"}
+    unknown = [m for m in methods if m not in known]
+    if unknown or not set(methods) - {"full"}:
+        raise ValueError(f"demo methods: {', '.join(unknown) or 'full alone'} not possible; choose from "
+                         f"{', '.join(sorted(known))} (at least one besides full: the report needs a scored pool)")
     size = size or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,15 +177,24 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         stamp(f"curating with {method}")
         # "full" is θ_f itself: θ₀ trained on the whole pool for as many example-passes as each
         # subset gets (theta_f_epochs * pool = subset_epochs * budget), the full-data reference.
+        extra: dict[str, Any] = {}
         if method == "full":
             subset, model = pool, theta_f
+        elif method == "cft":
+            # The random subset (the same rows as "random"), trained with loss on critical tokens only.
+            sampled = _curate(pool, base, theta_f, out / "run", size, "random", seed, progress)
+            stamp("finding critical tokens of the random subset (judged by θ_f)")
+            subset, report = _critical(sampled, theta_f, out / "critical", size, progress)
+            extra = {"critical_share": report["critical_share"], "rollouts": report["rollouts"]}
+            stamp("training on the critical tokens")
+            model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, size, progress, "cft")
         else:
             subset = _curate(pool, base, theta_f, out / "run", size, method, seed, progress)
             stamp(f"training on the {method} subset")
             model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, size, progress)
         stamp(f"evaluating the {method} model")
         res = _evaluate(model, bench, size, progress)
-        results["methods"][method] = {**subset_truth(subset), **accuracy_table(res, bench_rows)}
+        results["methods"][method] = {**subset_truth(subset), **accuracy_table(res, bench_rows), **extra}
     stamp("evaluating θ₀ itself")
     base_eval = _evaluate(base, bench, size, progress, out / "models" / "theta_0" / "eval")
     results["base_accuracy"] = accuracy_table(base_eval, bench_rows)["accuracy"]
