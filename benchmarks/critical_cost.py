@@ -50,7 +50,7 @@ def main() -> None:
             start = time.perf_counter()
             report = run_critical(str(data), configs, run, "benchmark", progress=False)
             results[batch] = (time.perf_counter() - start, report, (run / "critical.jsonl").read_text())
-    (t1, r1, m1), (tb, rb, mb) = results[1], results[args.batch_size]
+    (t1, _, m1), (tb, rb, mb) = results[1], results[args.batch_size]
     if m1 != mb:
         raise SystemExit("batched and one-at-a-time runs gave different masks: the speed comparison is void")
     c = rb["counts"]
