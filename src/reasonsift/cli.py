@@ -6,7 +6,7 @@
     reasonsift critical DATA --model M --run RUN [--responses greedy|dataset]   (CFT masks)
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
-    reasonsift demo [--quick]                                       (the synthetic world, end to end)
+    reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
