@@ -30,7 +30,7 @@ one-at-a-time greedy decoding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
@@ -61,8 +61,8 @@ class CriticalStats:
     decoded_tokens: int = 0  # tokens those continuations generated
 
     def add(self, other: "CriticalStats") -> None:
-        for name in ("positions", "critical", "rollouts", "decoded_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @torch.inference_mode()

@@ -37,8 +37,8 @@ from reasonsift.data.load import canonical_json, iter_examples, parse_field_over
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
-from reasonsift.evaluation.run_evaluation import (generate, load_model_and_tokenizer, model_fingerprint,
-                                                  stop_strings, stop_token_ids)
+from reasonsift.evaluation.run_evaluation import (cut_at_stop, generate, load_model_and_tokenizer,
+                                                  model_fingerprint, stop_strings, stop_token_ids)
 from reasonsift.models import resolve_device, resolve_dtype
 from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
                                   write_json_atomic, write_text_atomic)
@@ -117,9 +117,7 @@ class _Checker:
         self.tokenizer, self.stops = tokenizer, stop_strings(tokenizer)
 
     def text(self, ids: list[int]) -> str:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        cut = min((text.find(s) for s in self.stops if s in text), default=-1)
-        return text[:cut] if cut >= 0 else text
+        return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.stops)[0]
 
     def correct(self, text: str, gold: str, kind: str) -> bool:
         return is_equivalent(extract_answer(text, kind), gold, kind)
@@ -272,8 +270,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
             tokens[key] += info.get(key, 0)
         for key in COUNTS:
             totals[key] += info.get(key, 0)
-        cost.add(CriticalStats(**{k: info.get(k, 0) for k in ("positions", "critical", "rollouts",
-                                                                "decoded_tokens")}))
+        cost.add(CriticalStats(**{f.name: info.get(f.name, 0) for f in dataclasses.fields(CriticalStats)}))
     write_text_atomic(paths.critical, "".join(p.read_text(encoding="utf-8") for p in shards))
     report = {
         "data": str(data), "model": mc.model, "responses": cc.responses, "counts": totals,

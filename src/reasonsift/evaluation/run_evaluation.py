@@ -190,12 +190,16 @@ def stop_strings(tokenizer: Any) -> list[str]:
     return [] if getattr(tokenizer, "chat_template", None) else [PLAIN_STOP]
 
 
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string, and whether one was found."""
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def _finish(ids: list[int], text: str, eos: set[int], stops: list[str], max_new_tokens: int) -> Generation:
     """Cut ``text`` at the first stop string; truncated = no EOS, no stop string and the full length."""
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    if cut >= 0:
-        text = text[:cut]
-    ended = cut >= 0 or any(t in eos for t in ids)
+    text, stopped = cut_at_stop(text, stops)
+    ended = stopped or any(t in eos for t in ids)
     return Generation(text, truncated=not ended and len(ids) >= max_new_tokens)
 
 
