@@ -19,7 +19,7 @@ ratios depend mostly on the response-length distribution.
 
 Accounting is report.json's (``reasonsift.scoring.merge.merge_scores``), over the checkpoints
 ``reasonsift score`` runs with the default ScoreConfig (θ₀ at N=1,000, 8 Gaussian at N=100,
-8 directional at N=1,000; list from ``run_scoring._checkpoints``):
+8 directional at N=1,000; list from ``scoring.plan.checkpoint_plan``):
     scored              Σ_checkpoints Σ_examples (prompt + min(N_ckpt, response))  (prompt in every forward)
     full_trace_once     Σ_examples (prompt + response)      (response includes eos)
     full_trace_all_checkpoints = full_trace_once × 17
@@ -47,7 +47,8 @@ from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import Example
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import build_tiny_llama, train_bpe_tokenizer
-from reasonsift.scoring.run_scoring import _checkpoints, run_scoring
+from reasonsift.scoring.plan import checkpoint_plan
+from reasonsift.scoring.run_scoring import run_scoring
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {  # name: (path, --field overrides)
@@ -109,7 +110,7 @@ def cross_check(tokenizer: Any, samples: dict[str, list[Example]], per_dataset: 
             "score.finetune_examples=2", "score.batch_tokens=4096"])
         report = run_scoring(str(pool), configs, Path(tmp) / "run", "token_efficiency cross-check", progress=False)
     n_prompt, n_response = token_counts(tokenizer, rows, None)
-    mine = accounting(n_prompt, n_response, _checkpoints(configs["score"]))["tokens"]
+    mine = accounting(n_prompt, n_response, checkpoint_plan(configs["score"]))["tokens"]
     theirs = {k: report["tokens"][k] for k in mine}
     if mine != theirs:
         raise SystemExit(f"accounting differs from report.json:\n  here:   {mine}\n  report: {theirs}")
@@ -161,7 +162,7 @@ def main() -> None:
           f"system prompt: {args.system_prompt!r}. Counts with Qwen2.5's tokenizer would differ.")
     if not args.no_check:
         cross_check(tokenizer, samples, 2 if args.quick else 3)
-    checkpoints = _checkpoints(ScoreConfig(direction="model"))  # what `reasonsift score --direction-model F` runs
+    checkpoints = checkpoint_plan(ScoreConfig(direction="model"))  # what `reasonsift score --direction-model F` runs
     summary = []
     for name, examples in samples.items():
         n_prompt, n_response = token_counts(tokenizer, examples, args.system_prompt)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from reasonsift.config import ConfigError, load_config
+from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
 
 logger = logging.getLogger("reasonsift")
 
@@ -68,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", help="temp (default), random, longest, middle-perplexity, difficulty, "
-                                    "full-loss, s2l, embedding")
+    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
     p.add_argument("--seed", type=int, help="selection seed (select.seed)")
     _common(p)
     p = sub.add_parser("curate", help="score + select in one command")
@@ -77,18 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", help="selection method (default temp)")
+    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
     _common(p)
     p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
     p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
     p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
-    p.add_argument("--responses", choices=("greedy", "dataset"),
+    p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
     _data_flags(p)
     _common(p)
-    from reasonsift.training.cli import add_parser as add_train_parser
-
-    add_train_parser(sub)
+    p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
+    p.add_argument("--model", help="base model: HF hub id or local folder")
+    p.add_argument("--out", required=True, help="output folder (a rerun resumes from its checkpoints)")
+    p.add_argument("--objective", choices=OBJECTIVES, help="training objective (train.objective)")
+    p.add_argument("--lora", action="store_true", help="train a LoRA adapter and save the merged model")
+    _data_flags(p)
+    _common(p)
     p = sub.add_parser("evaluate", help="accuracy and pass@k of a model on a benchmark file")
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
@@ -230,14 +234,26 @@ def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -
     return 0
 
 
-def _train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.training.cli import cmd_train
+def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.training.run_training import run_training
 
-    return cmd_train(args, plain, overrides)
+    data = _one(plain, "DATA path or hub id")
+    flags = [f"model.model={args.model}"] if args.model else []
+    flags += [f"train.objective={args.objective}"] if args.objective else []
+    flags += ["train.lora=true"] if args.lora else []
+    configs = load_config(["data", "model", "train"], args.config, _data_overrides(args) + flags + overrides)
+    report = run_training(data, configs, args.out, args.command_line, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate/torchrun only the first process reports
+    final = report["final_loss"]
+    print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
+          f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
+          f"{'n/a' if final is None else f'{final:.4f}'} -> {args.out}")
+    return 0
 
 
 COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
-            "train": _train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,16 @@ class ConfigError(ValueError):
     """A config value or key is invalid; the message names the key."""
 
 
+# Enumerations, declared once: the dataclass fields below, argparse ``choices`` and the modules
+# that dispatch on them all read these.
+AnswerKind = Literal["auto", "math", "choice", "text"]
+ANSWER_KINDS: tuple[str, ...] = get_args(AnswerKind)
+SelectMethod = Literal["temp", "random", "longest", "middle-perplexity", "difficulty", "full-loss", "s2l", "embedding"]
+SELECT_METHODS: tuple[str, ...] = get_args(SelectMethod)
+Responses = Literal["greedy", "dataset"]
+RESPONSES: tuple[str, ...] = get_args(Responses)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """How input rows become records (see ``reasonsift.data.load``)."""
@@ -81,9 +91,7 @@ class ScoreConfig:
 class SelectConfig:
     """Subset selection (temp-method.md §1.3, §1.5-1.7, §3.5)."""
 
-    method: Literal[
-        "temp", "random", "longest", "middle-perplexity", "difficulty", "full-loss", "s2l", "embedding"
-    ] = "temp"
+    method: SelectMethod = "temp"
     budget: int | None = None  # number of examples to select
     budget_tokens: int | None = None  # or: total response tokens to select
     seed: int = 42  # seeds k-means and every random draw
@@ -106,7 +114,7 @@ class EvalConfig:
     seed: int = 0
     limit: int | None = None  # evaluate only the first N items
     system_prompt: str | None = None  # must match the one used for training, if any
-    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"
+    answer_kind: AnswerKind = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +127,13 @@ class CriticalConfig:
     responses, kept when their final answer is right.
     """
 
-    responses: Literal["greedy", "dataset"] = "greedy"
+    responses: Responses = "greedy"
     alternatives: int = 2  # substitutes per position (CFT: the 2nd and 3rd most probable tokens)
     max_new_tokens: int = 1024  # cap on a greedy solution (responses=greedy)
     max_response_tokens: int = 2048  # longer responses are skipped and counted (cost grows as length²)
     rollout_extra_tokens: int = 64  # a rollout from position t may write (length - t) + this many tokens
     batch_size: int = 32  # sequences per generate() call
-    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"  # how final answers are extracted
+    answer_kind: AnswerKind = "auto"  # how final answers are extracted
     shard_size: int = 64  # examples per resumable unit
 
 
@@ -133,6 +141,10 @@ class CriticalConfig:
 # UPFT's planning prompt, appended to the question of prefix examples (1KE-JI/UPFT scripts/train_sft.sh).
 UPFT_INSTRUCTION = (" Please provide the initial step towards resolving the question. This step may serve "
                     "as a foundation but might not encompass the entire solution.")
+
+
+Objective = Literal["sft", "cft", "dft", "prefix"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)  # the one list: config, objectives.py and --objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +159,7 @@ class TrainConfig:
     tokens + EOS; UPFT's code default length is 32, its mixing ratio has no default: 0.5 is ours).
     """
 
-    objective: Literal["sft", "cft", "dft", "prefix"] = "sft"
+    objective: Objective = "sft"
     learning_rate: float = 1e-5
     num_train_epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides num_train_epochs

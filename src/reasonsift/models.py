@@ -9,6 +9,8 @@ from a config and tokenizers trained on local text, then save and reload them th
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from reasonsift.config import ModelConfig
+from reasonsift.config import ModelConfig, config_hash
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ LOCAL_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+# Files whose change means another model: weights, configs, tokenizer, chat template.
+MODEL_FILE_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".model", ".jinja", ".txt", ".tiktoken"}
 LOCAL_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
@@ -102,6 +106,65 @@ def load_model(name: str, cfg: ModelConfig | None = None, device: torch.device |
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"{name}: could not load the model ({msg})") from None
     return model.to(device).eval()
+
+
+def adapter_base(path: Path) -> str:
+    """The base model a LoRA adapter folder names in ``adapter_config.json``."""
+    base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{path}: adapter_config.json names no base_model_name_or_path")
+    return str(base)
+
+
+def is_adapter_folder(model_path: str) -> bool:
+    """A LoRA adapter alone (a Trainer ``checkpoint-N`` of a ``--lora`` run): no full model config."""
+    path = Path(model_path)
+    return path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists()
+
+
+def model_fingerprint(model_path: str) -> str:
+    """A short hash of what the model is: file names, sizes and mtimes of a local folder (a retrain
+    into the same folder changes it), the base model's fingerprint too for an adapter, or the hub id."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return f"hub:{model_path}"
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES)
+    stats: list[Any] = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    if is_adapter_folder(model_path):
+        stats.append(["base", model_fingerprint(adapter_base(path))])
+    return config_hash(stats)
+
+
+def load_model_and_tokenizer(model_path: str, mc: ModelConfig) -> tuple[Any, Any]:
+    """Model and tokenizer (evaluation, critical); a LoRA adapter folder is loaded onto its base and merged.
+
+    Trainer ``checkpoint-N`` folders of a ``--lora`` run hold only an adapter, which the plain
+    loader rejects ("no config.json"). Without peft, the error names the merged model folder.
+    """
+    if not is_adapter_folder(model_path):
+        model = load_model(model_path, mc)  # first: a folder without weights is the likelier mistake
+        return model, load_tokenizer(model_path, mc.trust_remote_code)
+    path = Path(model_path)
+    base = adapter_base(path)
+    try:
+        from peft import PeftModel
+    except ImportError:
+        merged = path.parent if (path.parent / "config.json").exists() else None
+        hint = (f"evaluate the merged model in {merged}" if merged else
+                "evaluate the merged model that reasonsift train --lora writes to its OUT folder")
+        raise ModelLoadError(f"{path} holds only a LoRA adapter (base {base}); install peft to evaluate it on "
+                             f"its base, or {hint}") from None
+    base_model = load_model(base, dataclasses.replace(mc, model=base))
+    device = next(base_model.parameters()).device
+    try:
+        # Merged: plain weights generate as fast as the base, and nothing else needs peft afterwards.
+        model = PeftModel.from_pretrained(base_model, str(path)).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 - peft/IO errors vary; report them in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{path}: could not apply the LoRA adapter to {base} ({msg})") from None
+    has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = load_tokenizer(str(path) if has_tokenizer else base, mc.trust_remote_code)
+    return model.to(device).eval(), tokenizer
 
 
 def build_tiny_llama(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,

@@ -7,7 +7,11 @@ crash at any instant leaves either a finished unit or nothing that a rerun would
 Layout::
 
     RUN/config.yaml            resolved config of the last command
+    RUN/score/manifest.json    what the finished units were made from (a resume must match)
+    RUN/score/tokens/shard<s>.parquet (+ .done)            the pool, tokenized once
     RUN/score/<stage>/ckpt<k>/shard<s>.parquet (+ .done)   per-unit losses
+    RUN/score/<stage>/ckpt<k>/perturbation.json            what that checkpoint drew
+    RUN/direction/theta_f.safetensors                      score.direction=finetune's θ_f
     RUN/scores.parquet         one row per example
     RUN/rejected.jsonl         quarantined input rows (--skip-bad-rows)
     RUN/report.json            counts, token accounting, wall time
@@ -20,33 +24,33 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
 
-# Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename tmp onto ``path``; a crash never leaves half a file."""
+    """Call ``write(tmp_path)`` then rename tmp onto ``path``; a crash never leaves half a file.
+
+    The temporary file is created with ``os.open(..., 0o666)`` so the process umask gives it the
+    usual permissions (``mkstemp`` would make it 0600), without reading or changing the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -136,7 +140,49 @@ class RunPaths:
         return self.root / "critical.jsonl"
 
     def unit(self, stage: str, ckpt: int, shard: int) -> Path:
+        """One scoring unit: the losses of one shard at one checkpoint."""
         return self.score_dir / stage / f"ckpt{ckpt}" / f"shard{shard:05d}.parquet"
+
+    def token_shard(self, shard: int) -> Path:
+        """One shard of the tokenized pool (tokenized once, read at every checkpoint)."""
+        return self.score_dir / "tokens" / f"shard{shard:05d}.parquet"
+
+    def perturbation(self, stage: str, ckpt: int) -> Path:
+        """What one checkpoint's perturbation drew (norms, radius), beside its units."""
+        return self.score_dir / stage / f"ckpt{ckpt}" / "perturbation.json"
+
+    @property
+    def direction_dir(self) -> Path:
+        """``score.direction=finetune``: the short fine-tune's θ_f."""
+        return self.root / "direction"
+
+    @property
+    def theta_f(self) -> Path:
+        return self.direction_dir / "theta_f.safetensors"
+
+    def critical_shard(self, shard: int) -> Path:
+        """One unit of ``reasonsift critical``: the kept rows of ``shard_size`` input rows."""
+        return self.critical_dir / f"shard{shard:05d}.jsonl"
+
+    @property
+    def critical_manifest(self) -> Path:
+        return self.critical_dir / "manifest.json"
+
+    @property
+    def critical_config(self) -> Path:
+        return self.critical_dir / "config.yaml"
+
+    @property
+    def critical_report(self) -> Path:
+        return self.critical_dir / "report.json"
+
+    @property
+    def critical_card(self) -> Path:
+        return self.critical_dir / "README.md"
+
+    def merge_lock(self, stage_dir: Path) -> Path:
+        """The lock the last rank to finish takes before merging ``stage_dir``'s units."""
+        return stage_dir / "merge.lock"
 
 
 def done_marker(path: Path) -> Path:
@@ -163,3 +209,48 @@ def save_config(path: Path, resolved: dict[str, Any], command: str) -> None:
 def read_json(path: Path) -> Any:
     """Read a JSON file (small helper so callers need not open files)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    """Feed a file's bytes to ``digest`` in 1 MiB blocks (inputs can be many GB)."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of one file's bytes."""
+    digest = hashlib.sha256()
+    _hash_file(digest, Path(path))
+    return digest.hexdigest()
+
+
+def input_fingerprint(data: str) -> str:
+    """sha256 of the input file(s) (names and bytes), or ``hub:<id>``; part of every resume manifest."""
+    path = Path(data)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    if not files:
+        return f"hub:{data}"
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        _hash_file(digest, f)
+    return digest.hexdigest()[:16]
+
+
+def rank_world() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) of this process under torchrun or a Slurm array; (0, 1) alone.
+
+    Ranks split a stage's units by ``unit % world == rank``; no process group is needed because
+    they meet only through the done-markers of this folder.
+    """
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def wait_for(paths: list[Path], what: str, timeout_s: float = 24 * 3600) -> None:
+    """File barrier for multi-process runs: wait until other ranks have marked ``paths`` done."""
+    start = time.time()
+    while not all(is_done(p) for p in paths):
+        if time.time() - start > timeout_s:
+            raise TimeoutError(f"gave up waiting for other ranks to finish {what}")
+        time.sleep(2.0)

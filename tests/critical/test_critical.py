@@ -14,7 +14,7 @@ import torch
 
 from reasonsift.config import ConfigError, load_config
 from reasonsift.critical.counterfactual import Solution, find_critical, greedy_rollouts, substitutes
-from reasonsift.critical.run_critical import _Checker, run_critical
+from reasonsift.critical.run_critical import AnswerChecker, run_critical
 from reasonsift.data.records import Example
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import load_model, load_tokenizer
@@ -85,7 +85,7 @@ def test_batched_rollouts_equal_one_at_a_time_greedy(tiny_model_dir):
 
 def test_critical_mask_matches_single_rollouts_and_answer_digits_are_critical(theta0):
     path, model, tok = theta0
-    check = _Checker(tok)
+    check = AnswerChecker(tok)
     eos = [tok.eos_token_id]
     banned = set(tok.all_special_ids)
     sols = []

@@ -14,16 +14,8 @@ import torch
 from reasonsift.cli import main
 from reasonsift.config import EvalConfig, ModelConfig
 from reasonsift.data.render import prompt_text
-from reasonsift.evaluation.run_evaluation import (
-    PLAIN_STOP,
-    Generation,
-    _finish,
-    generate,
-    load_model_and_tokenizer,
-    stop_strings,
-    stop_token_ids,
-)
-from reasonsift.models import ModelLoadError
+from reasonsift.evaluation.generate import PLAIN_STOP, Generation, finish, generate, stop_strings, stop_token_ids
+from reasonsift.models import ModelLoadError, load_model_and_tokenizer
 from tests.evaluation.conftest import gsm8k20_rows
 
 SAMPLED = EvalConfig(temperature=1.0, max_new_tokens=16)
@@ -84,10 +76,10 @@ def test_plain_template_stops_at_the_next_user_turn(eval_model_dir):
     [[gen]] = generate(model, tok, [prompt_text(tok, "2+2?")], EvalConfig(max_new_tokens=8))  # HF accepts it
     assert "\nUser:" not in gen.text
     # What the model writes after its answer, cut where it starts the user's next turn.
-    assert _finish([5, 6, 7], "4.\nUser: and 3+3?", {1}, [PLAIN_STOP], 3) == Generation("4.", False)
-    assert _finish([5, 6, 7], "4 and 5 and", {1}, [PLAIN_STOP], 3) == Generation("4 and 5 and", True)
-    assert _finish([5, 1, 0], "4", {1}, [PLAIN_STOP], 3) == Generation("4", False)  # ended by eos
-    assert _finish([5, 6], "4 and", {1}, [], 3) == Generation("4 and", False)  # stopped before the limit
+    assert finish([5, 6, 7], "4.\nUser: and 3+3?", {1}, [PLAIN_STOP], 3) == Generation("4.", False)
+    assert finish([5, 6, 7], "4 and 5 and", {1}, [PLAIN_STOP], 3) == Generation("4 and 5 and", True)
+    assert finish([5, 1, 0], "4", {1}, [PLAIN_STOP], 3) == Generation("4", False)  # ended by eos
+    assert finish([5, 6], "4 and", {1}, [], 3) == Generation("4 and", False)  # stopped before the limit
 
 
 def _lora_checkpoint(base_dir: Path, ckpt: Path) -> torch.nn.Module:

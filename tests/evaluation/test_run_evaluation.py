@@ -21,7 +21,7 @@ import pytest
 import reasonsift.evaluation.run_evaluation as run_eval
 from reasonsift.cli import main
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
-from reasonsift.evaluation.run_evaluation import Generation
+from reasonsift.evaluation.generate import Generation
 from tests.evaluation.conftest import GSM8K20, gsm8k20_rows, shared_data_or_skip
 
 QUIET = ["--quiet", "evaluate.max_new_tokens=24", "evaluate.batch_size=8"]

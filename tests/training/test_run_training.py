@@ -16,7 +16,7 @@ from reasonsift.data.records import DataError
 from reasonsift.data.render import IGNORE_INDEX
 from reasonsift.models import ModelLoadError, load_model
 from reasonsift.training.dataset import build_train_dataset
-from reasonsift.training.run_training import _sft_config, run_training
+from reasonsift.training.run_training import sft_config, run_training
 from reasonsift.training.trainer import ObjectiveTrainer
 from tests.training.conftest import full_sequence_loss, make_configs
 
@@ -69,7 +69,7 @@ def test_lm_head_runs_on_loss_positions_only(tiny_model_dir, cft_data, tmp_path)
     model = load_model(str(tiny_model_dir))
     rows = []  # LM-head input rows per forward
     model.lm_head.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[:-1].numel()))
-    trainer = ObjectiveTrainer(model=model, args=_sft_config(cfg, tmp_path / "out", False, False), train_dataset=ds,
+    trainer = ObjectiveTrainer(model=model, args=sft_config(cfg, tmp_path / "out", False, False), train_dataset=ds,
                                processing_class=tok)
     trainer.objective = cfg.objective
     trainer.train()

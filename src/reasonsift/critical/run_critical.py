@@ -37,22 +37,16 @@ from reasonsift.data.load import canonical_json, iter_examples, parse_field_over
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
-from reasonsift.evaluation.run_evaluation import (cut_at_stop, generate, load_model_and_tokenizer,
-                                                  model_fingerprint, stop_strings, stop_token_ids)
-from reasonsift.models import resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
-                                  write_json_atomic, write_text_atomic)
-from reasonsift.scoring.run_scoring import _rank_world, input_fingerprint
+from reasonsift.evaluation.generate import cut_at_stop, generate, stop_strings, stop_token_ids
+from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, input_fingerprint, is_done, mark_done,
+                                  rank_world, read_json, save_config, write_json_atomic, write_text_atomic)
 
 logger = logging.getLogger(__name__)
 
 # critical.* keys that change only speed, never a mask (greedy decoding is batch-independent in fp32).
 PERFORMANCE_KEYS = ("batch_size",)
 COUNTS = ("rows", "rejected", "no_gold", "wrong", "too_long", "kept")
-
-
-def _shard_path(paths: RunPaths, shard: int) -> Path:
-    return paths.critical_dir / f"shard{shard:05d}.jsonl"
 
 
 def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_path: str, device: str,
@@ -68,7 +62,7 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     resolved["model"].pop("device", None)  # the resolved device type is recorded instead
     manifest = {"input": input_fingerprint(data), "model": model_fingerprint(model_path),
                 "config": config_hash(resolved), "device": device, "dtype": dtype}
-    path = paths.critical_dir / "manifest.json"
+    path = paths.critical_manifest
     if path.exists():
         old = read_json(path)
         if old == manifest:
@@ -110,7 +104,7 @@ def _out_row(raw_row: dict[str, Any] | None, ex: Example, response: str, mask: l
     return json.dumps(row, ensure_ascii=False)
 
 
-class _Checker:
+class AnswerChecker:
     """Decode a response's token ids and check its final answer against the gold one."""
 
     def __init__(self, tokenizer: Any) -> None:
@@ -146,7 +140,7 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
     cc, dc = configs["critical"], configs["data"]
     counts = dict.fromkeys(COUNTS, 0)
     counts["rows"] = len(rows)
-    check = _Checker(tokenizer)
+    check = AnswerChecker(tokenizer)
     examples, raws = [], []
     for raw, ex in rows:
         if ex is None:
@@ -202,15 +196,15 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, mc.model, device.type,
                    str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
-    save_config(paths.critical_dir / "config.yaml", config_to_dict(configs), command)
+    save_config(paths.critical_config, config_to_dict(configs), command)
     model, tokenizer = load_model_and_tokenizer(mc.model, mc)
     from tqdm.auto import tqdm
 
-    rank, world = _rank_world()
+    rank, world = rank_world()
     shards, rows_seen = [], 0
     bar = tqdm(desc="critical", unit="row", disable=not progress)
     for shard, rows in _examples_by_shard(data, configs):
-        path = _shard_path(paths, shard)
+        path = paths.critical_shard(shard)
         if shard % world == rank and not is_done(path):
             lines, info = process_shard(model, tokenizer, rows, configs, progress)
             write_text_atomic(path, "".join(line + "\n" for line in lines))
@@ -224,7 +218,7 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     if not all(is_done(p) for p in shards):
         logger.info("rank %d finished its shards; the last rank to finish merges", rank)
         return None
-    with exclusive_lock(paths.critical_dir / "merge.lock") as merging:
+    with exclusive_lock(paths.merge_lock(paths.critical_dir)) as merging:
         if not merging:
             return None
         return _merge(data, configs, paths, shards, start, command)
@@ -281,10 +275,10 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
         "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
     }
-    write_json_atomic(paths.critical_dir / "report.json", report)
-    write_text_atomic(paths.critical_dir / "README.md", dataset_card(report, configs))
+    write_json_atomic(paths.critical_report, report)
+    write_text_atomic(paths.critical_card, dataset_card(report, configs))
     if totals["kept"] == 0:
         raise DataError(f"no example kept out of {totals['rows']} rows ({totals['wrong']} answered wrong, "
                         f"{totals['no_gold']} without a gold answer, {totals['rejected']} rejected, "
-                        f"{totals['too_long']} too long); see {paths.critical_dir / 'report.json'}")
+                        f"{totals['too_long']} too long); see {paths.critical_report}")
     return report

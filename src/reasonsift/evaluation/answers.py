@@ -12,7 +12,8 @@ import re
 import threading
 from fractions import Fraction
 
-KINDS = ("auto", "math", "choice", "text")
+from reasonsift.config import ANSWER_KINDS as KINDS
+
 GOLD_KEYS = ("answer", "gold", "final_answer", "target", "label")
 QUESTION_KEYS = ("question", "problem", "prompt", "instruction", "input")
 MAX_VERIFY_CHARS = 1000  # longer strings skip math-verify: sympy can take minutes on them

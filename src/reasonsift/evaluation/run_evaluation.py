@@ -20,22 +20,22 @@ manifest differs: results of another model, benchmark or setting must never be m
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from reasonsift.config import ConfigError, EvalConfig, config_hash, config_to_dict
-from reasonsift.data.render import PLAIN_TEMPLATE, prompt_text
+from reasonsift.config import ConfigError, config_to_dict
+from reasonsift.data.render import prompt_text
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.benchmarks import load_benchmark
+from reasonsift.evaluation.generate import generate
 from reasonsift.evaluation.metrics import summarize
-from reasonsift.runfolder import save_config, write_json_atomic
+from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
+from reasonsift.runfolder import file_sha256, save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +47,6 @@ RESULTS_FORMAT = 2
 PERFORMANCE_ONLY = {"batch_size", "limit"}
 # evaluate.* keys that only matter when sampling (a greedy run ignores them).
 SAMPLING_ONLY = {"top_p", "seed"}
-# Files whose change means another model: weights, configs, tokenizer, chat template.
-_MODEL_FILE_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".model", ".jinja", ".txt", ".tiktoken"}
-# The plain fallback template's next user turn ("\nUser:"): a base model without a chat template
-# keeps writing the dialogue after its answer, and nothing else would stop it before max_new_tokens.
-PLAIN_STOP = "\n" + PLAIN_TEMPLATE.split("{prompt}")[0].rstrip()
-
-
-class Generation(NamedTuple):
-    """One completion: its text (cut at a stop string) and whether it hit ``max_new_tokens``."""
-
-    text: str
-    truncated: bool
 
 
 def default_out_dir(model_path: str, benchmark: str | Path) -> Path:
@@ -69,52 +57,12 @@ def default_out_dir(model_path: str, benchmark: str | Path) -> Path:
     return Path(model_path) / "eval" / (f"{parent}-{stem}" if parent else stem)
 
 
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks (benchmarks can be large parquet files)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _adapter_base(path: Path) -> str:
-    """The base model a LoRA adapter folder names in ``adapter_config.json``."""
-    from reasonsift.models import ModelLoadError
-
-    base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise ModelLoadError(f"{path}: adapter_config.json names no base_model_name_or_path")
-    return str(base)
-
-
-def _is_adapter_folder(model_path: str) -> bool:
-    """A LoRA adapter alone (a Trainer ``checkpoint-N`` of a ``--lora`` run): no full model config."""
-    path = Path(model_path)
-    return path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists()
-
-
-def model_fingerprint(model_path: str) -> str:
-    """A short hash of what the model is: file names, sizes and mtimes of a local folder (a retrain
-    into the same folder changes it), the base model's fingerprint too for an adapter, or the hub id."""
-    path = Path(model_path)
-    if not path.is_dir():
-        return f"hub:{model_path}"
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES)
-    stats: list[Any] = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    if _is_adapter_folder(model_path):
-        stats.append(["base", model_fingerprint(_adapter_base(path))])
-    return config_hash(stats)
-
-
 def eval_manifest(model_path: str, benchmark: str | Path, configs: dict[str, Any]) -> dict[str, Any]:
     """What decides an evaluation's per-item results; a resume must match it (see ``_check_manifest``).
 
     Paths are recorded for people; the comparison uses the model fingerprint and the benchmark's
     content hash, so a moved folder still resumes while an edited file does not.
     """
-    from reasonsift.models import resolve_device, resolve_dtype
-
     cfg, mc = configs["evaluate"], configs["model"]
     # Every evaluate.* key counts unless known to be harmless, so a new setting is safe by default.
     settings = {f"evaluate.{k}": v for k, v in config_to_dict({"e": cfg})["e"].items()
@@ -126,7 +74,7 @@ def eval_manifest(model_path: str, benchmark: str | Path, configs: dict[str, Any
     return {"results_format": RESULTS_FORMAT,
             "model": str(Path(model_path).resolve()) if local else model_path,
             "model_fingerprint": model_fingerprint(model_path),
-            "benchmark": str(bench.resolve()), "benchmark_sha256": _file_sha256(bench),
+            "benchmark": str(bench.resolve()), "benchmark_sha256": file_sha256(bench),
             "settings": settings}
 
 
@@ -171,95 +119,6 @@ def _done_items(path: Path) -> dict[str, dict[str, Any]]:
             continue
         done[row["id"]] = row
     return done
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """The generation config's EOS ids (Qwen / Llama-3 list their end-of-turn tokens there) plus the
-    tokenizer's EOS: passing only the tokenizer's would override the model's own list."""
-    ids: list[int] = []
-    gen_cfg = getattr(model, "generation_config", None)
-    for value in (getattr(gen_cfg, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        for token_id in value if isinstance(value, (list, tuple)) else [value]:
-            if token_id is not None and int(token_id) not in ids:
-                ids.append(int(token_id))
-    return ids
-
-
-def stop_strings(tokenizer: Any) -> list[str]:
-    """Strings that end a completion: the next ``User:`` turn of the plain template, none otherwise."""
-    return [] if getattr(tokenizer, "chat_template", None) else [PLAIN_STOP]
-
-
-def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest stop string, and whether one was found."""
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def _finish(ids: list[int], text: str, eos: set[int], stops: list[str], max_new_tokens: int) -> Generation:
-    """Cut ``text`` at the first stop string; truncated = no EOS, no stop string and the full length."""
-    text, stopped = cut_at_stop(text, stops)
-    ended = stopped or any(t in eos for t in ids)
-    return Generation(text, truncated=not ended and len(ids) >= max_new_tokens)
-
-
-@torch.inference_mode()
-def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig,
-             stops: list[str] | None = None) -> list[list[Generation]]:
-    """``cfg.samples`` completions per rendered prompt (left-padded batch).
-
-    Stops at any of ``stop_token_ids`` and at ``stops`` (default ``stop_strings(tokenizer)``).
-    """
-    device = next(model.parameters()).device
-    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    sampling = cfg.temperature > 0
-    eos = stop_token_ids(model, tokenizer)
-    stops = stop_strings(tokenizer) if stops is None else stops
-    out = model.generate(
-        **enc, max_new_tokens=cfg.max_new_tokens, do_sample=sampling,
-        temperature=cfg.temperature if sampling else None, top_p=cfg.top_p if sampling else None,
-        top_k=None, num_return_sequences=cfg.samples, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos or None, **({"stop_strings": stops, "tokenizer": tokenizer} if stops else {}),
-    )  # (len(prompts) * samples, prompt_len + new)
-    new = out[:, enc["input_ids"].shape[1]:]
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    gens = [_finish(ids, text, set(eos), stops, cfg.max_new_tokens) for ids, text in zip(new.tolist(), texts)]
-    return [gens[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(prompts))]
-
-
-def load_model_and_tokenizer(model_path: str, mc: Any) -> tuple[Any, Any]:
-    """Model and tokenizer for evaluation; a LoRA adapter folder is loaded onto its base and merged.
-
-    Trainer ``checkpoint-N`` folders of a ``--lora`` run hold only an adapter, which the plain
-    loader rejects ("no config.json"). Without peft, the error names the merged model folder.
-    """
-    from reasonsift.models import ModelLoadError, load_model, load_tokenizer
-
-    if not _is_adapter_folder(model_path):
-        model = load_model(model_path, mc)  # first: a folder without weights is the likelier mistake
-        return model, load_tokenizer(model_path, mc.trust_remote_code)
-    path = Path(model_path)
-    base = _adapter_base(path)
-    try:
-        from peft import PeftModel
-    except ImportError:
-        merged = path.parent if (path.parent / "config.json").exists() else None
-        hint = (f"evaluate the merged model in {merged}" if merged else
-                "evaluate the merged model that reasonsift train --lora writes to its OUT folder")
-        raise ModelLoadError(f"{path} holds only a LoRA adapter (base {base}); install peft to evaluate it on "
-                             f"its base, or {hint}") from None
-    base_model = load_model(base, dataclasses.replace(mc, model=base))
-    device = next(base_model.parameters()).device
-    try:
-        # Merged: plain weights generate as fast as the base, and nothing else needs peft afterwards.
-        model = PeftModel.from_pretrained(base_model, str(path)).merge_and_unload()
-    except Exception as e:  # noqa: BLE001 - peft/IO errors vary; report them in one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{path}: could not apply the LoRA adapter to {base} ({msg})") from None
-    has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = load_tokenizer(str(path) if has_tokenizer else base, mc.trust_remote_code)
-    return model.to(device).eval(), tokenizer
 
 
 def pass_at_k_values(samples: int) -> list[int]:

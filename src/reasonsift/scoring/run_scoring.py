@@ -17,7 +17,6 @@ finishes last merges.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -35,8 +34,9 @@ from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
-                                  write_atomic, write_json_atomic)
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, input_fingerprint, is_done, mark_done,
+                                  rank_world, read_json, save_config, wait_for, write_atomic, write_json_atomic)
+from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import Item, score_items, self_check
 
@@ -44,25 +44,6 @@ logger = logging.getLogger(__name__)
 
 # Knobs that change speed, not results (fp32), so a resume may change them.
 PERFORMANCE_KEYS = ("batch_tokens", "max_batch_examples", "lm_head_chunk")
-
-
-def _rank_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def input_fingerprint(data: str) -> str:
-    """sha256 of the input file(s), or the hub id itself; part of the resume manifest."""
-    path = Path(data)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
-    if not files:
-        return f"hub:{data}"
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _scored_units(paths: RunPaths) -> list[Path]:
@@ -95,7 +76,7 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], device: 
             raise ConfigError(f"{paths.root} was scored with a different {what}; use a new --run folder "
                               "or delete its score/ folder to start over")
         logger.info("%s: nothing was scored yet under the old settings; starting over", paths.root)
-        for stale in (paths.score_dir, paths.root / "direction"):
+        for stale in (paths.score_dir, paths.direction_dir):
             shutil.rmtree(stale, ignore_errors=True)
     write_json_atomic(paths.manifest, manifest)
 
@@ -108,10 +89,6 @@ TOKEN_SHARD_SCHEMA = pa.schema([
 ])
 
 
-def _token_shard(paths: RunPaths, shard: int) -> Path:
-    return paths.score_dir / "tokens" / f"shard{shard:05d}.parquet"
-
-
 def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
                    rank: int, world: int) -> int:
     """Tokenize the pool once into token shards (this rank's shards); returns the shard count."""
@@ -121,7 +98,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
     n_rows, buffer, rejected = 0, [], []
 
     def flush(shard: int) -> None:
-        path = _token_shard(paths, shard)
+        path = paths.token_shard(shard)
         if shard % world != rank or is_done(path):
             return
         rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
@@ -151,47 +128,6 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         raise DataError(f"{data}: no rows")
     flush(shard)
     return shard + 1
-
-
-def _wait_for(paths_: list[Path], what: str, timeout_s: float = 24 * 3600) -> None:
-    """File barrier for multi-process runs: wait until other ranks finished their shards."""
-    start = time.time()
-    while not all(is_done(p) for p in paths_):
-        if time.time() - start > timeout_s:
-            raise TimeoutError(f"gave up waiting for other ranks to finish {what}")
-        time.sleep(2.0)
-
-
-def resolve_direction(sc: Any) -> str:
-    """Where θ_f − θ₀ comes from: ``auto`` is ``model`` with --direction-model, else ``isotropic``."""
-    if sc.direction == "auto":
-        return "model" if sc.direction_model else "isotropic"
-    return sc.direction
-
-
-def check_score_config(sc: Any) -> None:
-    """Config errors that need no data or model, raised before any work starts."""
-    if sc.short_tokens > sc.long_tokens:
-        raise ConfigError("score.short_tokens must not exceed score.long_tokens")
-    if sc.direction == "model" and not sc.direction_model:
-        raise ConfigError("score.direction=model needs --direction-model PATH (θ_f); or set "
-                          "score.direction=finetune (short SFT on a sample) or score.direction=isotropic")
-    if sc.direction in ("finetune", "isotropic") and sc.direction_model:
-        raise ConfigError(f"--direction-model is given but score.direction={sc.direction} would ignore it; "
-                          "drop one of them")
-
-
-def _checkpoints(sc: Any) -> list[tuple[str, int, int]]:
-    """(stage, checkpoint, response window) in loop order."""
-    direction = resolve_direction(sc)
-    iso_window = sc.long_tokens if direction == "isotropic" else sc.short_tokens
-    units = [("base", 0, sc.long_tokens)]
-    units += [("isotropic", k, iso_window) for k in range(1, sc.num_isotropic + 1)]
-    if direction != "isotropic":
-        units += [("directional", j, sc.long_tokens) for j in range(1, sc.num_directional + 1)]
-    if sc.full_loss:
-        units.append(("full", 0, sc.max_full_tokens))
-    return units
 
 
 def _score_unit(model: Any, shard: pa.Table, window: int, sc: Any, progress: bool) -> pa.Table:
@@ -228,16 +164,16 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
         perturber.set_target(dict(target.named_parameters()))
         del target
         return {"source": f"model:{sc.direction_model}", "norm": perturber.direction_norm}
-    saved = paths.root / "direction" / "theta_f.safetensors"
-    rank, _ = _rank_world()
+    saved = paths.theta_f
+    rank, _ = rank_world()
     if rank != 0:  # one process trains θ_f; the others must use that same direction
-        _wait_for([saved], "the direction fine-tune on rank 0")
+        wait_for([saved], "the direction fine-tune on rank 0")
     if not is_done(saved):
         from safetensors.torch import save_file
 
         items = []
         for s in range(n_shards):
-            t = pq.read_table(_token_shard(paths, s), columns=["prompt_ids", "response_ids"])
+            t = pq.read_table(paths.token_shard(s), columns=["prompt_ids", "response_ids"])
             items += [Item(p, r[: sc.long_tokens]) for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
         rng = np.random.default_rng(sc.seed)
         sample = [items[i] for i in sorted(rng.choice(len(items), min(sc.finetune_examples, len(items)), replace=False))]
@@ -264,15 +200,15 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     check_score_config(sc)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, device, resolve_dtype(mc.dtype, device))
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
     n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
-    shard_files = [_token_shard(paths, s) for s in range(n_shards)]
-    _wait_for(shard_files, "tokenization")
+    shard_files = [paths.token_shard(s) for s in range(n_shards)]
+    wait_for(shard_files, "tokenization")
     n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
     if not any(n_examples):
         from reasonsift.scoring.merge import write_rejected
@@ -293,7 +229,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
                           sc.directional_embeddings)
     direction = _load_direction(configs, perturber, model, paths, n_shards)
     my_shards = [s for s in range(n_shards) if s % world == rank]
-    checkpoints = _checkpoints(sc)
+    checkpoints = checkpoint_plan(sc)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(checkpoints) * len(my_shards), desc="score units", unit="unit", disable=not progress)
@@ -303,9 +239,9 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         if not todo:
             continue
         stats = perturber.apply(stage, k)
-        write_json_atomic(paths.unit(stage, k, 0).parent / "perturbation.json", stats)
+        write_json_atomic(paths.perturbation(stage, k), stats)
         for s in todo:
-            table = _score_unit(model, pq.read_table(_token_shard(paths, s)), window, sc, progress=False)
+            table = _score_unit(model, pq.read_table(paths.token_shard(s)), window, sc, progress=False)
             write_atomic(paths.unit(stage, k, s), lambda p, t=table: pq.write_table(t, p))
             mark_done(paths.unit(stage, k, s))
             bar.update(1)
@@ -317,7 +253,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         return None
     from reasonsift.scoring.merge import merge_scores
 
-    with exclusive_lock(paths.score_dir / "merge.lock") as locked:
+    with exclusive_lock(paths.merge_lock(paths.score_dir)) as locked:
         if not locked:  # two ranks finished at once; the other one is merging
             logger.info("rank %d: another process is merging", rank)
             return None

@@ -124,7 +124,8 @@ def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names:
     return "".join(parts)
 
 
-def _bar(frac: float, color: str) -> str:
+def share_bar(frac: float, color: str) -> str:
+    """An inline bar ``frac`` of 160 px wide (shares in the report tables)."""
     return f'<span class="bar" style="width:{max(0.0, min(1.0, frac)) * 160:.1f}px;background:{color}"></span>'
 
 
@@ -136,7 +137,7 @@ def _composition(per_source: dict[str, dict[str, Any]], n_pool: int, n_sel: int)
         cells = [r["pool"], "" if r.get("hard") is None else r["hard"],
                  "" if r.get("budget") is None else r["budget"], r["selected"]]
         rows.append(f"<tr><td>{_esc(src)}</td>" + "".join(f"<td>{_esc(c)}</td>" for c in cells)
-                    + f'<td>{_bar(pool_share, "#c8c8c8")} {pool_share:.1%}<br>{_bar(sel_share, "#4c72b0")} '
+                    + f'<td>{share_bar(pool_share, "#c8c8c8")} {pool_share:.1%}<br>{share_bar(sel_share, "#4c72b0")} '
                       f"{sel_share:.1%}</td></tr>")
     return "".join(rows) + "</table>"
 
@@ -152,7 +153,7 @@ def _tokens(tokens: dict[str, Any] | None) -> str:
             continue
         value = int(tokens[key])
         saving = "" if key == "scored" or not value else f" (TEMP scores {1 - tokens['scored'] / value:.0%} fewer)"
-        rows.append(f"<tr><td>{label}</td><td>{value:,}</td><td>{_bar(value / top, '#4c72b0')}{saving}</td></tr>")
+        rows.append(f"<tr><td>{label}</td><td>{value:,}</td><td>{share_bar(value / top, '#4c72b0')}{saving}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -224,7 +225,7 @@ def _cluster_composition(per_cluster: dict[str, dict[str, int]], n_pool: int, n_
         pool_share, sel_share = r["size"] / max(n_pool, 1), r["selected"] / max(n_sel, 1)
         rows.append(f"<tr><td>{_esc(key)}</td><td>{r['size']}</td><td>{r['selected']}</td>"
                     f"<td>{r['selected'] / max(r['size'], 1):.0%}</td>"
-                    f'<td>{_bar(pool_share, "#c8c8c8")} {pool_share:.1%}<br>{_bar(sel_share, "#4c72b0")} '
+                    f'<td>{share_bar(pool_share, "#c8c8c8")} {pool_share:.1%}<br>{share_bar(sel_share, "#4c72b0")} '
                     f"{sel_share:.1%}</td></tr>")
     more = (f'<p class="muted">The {max_rows} largest of {len(order)} clusters; every cluster is in '
             "report.json.</p>" if len(order) > max_rows else "")

@@ -27,8 +27,8 @@ import yaml
 from reasonsift.config import ConfigError, DataConfig, SelectConfig, config_to_dict, make_config
 from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError
-from reasonsift.runfolder import (RunPaths, read_json, save_config, write_atomic, write_json_atomic,
-                                  write_text_atomic)
+from reasonsift.runfolder import (RunPaths, input_fingerprint, read_json, save_config, write_atomic,
+                                  write_json_atomic, write_text_atomic)
 from reasonsift.selection.select import select
 from reasonsift.selection.report import write_report_html
 
@@ -43,8 +43,6 @@ def resolve_input(recorded: str, paths: RunPaths) -> str:
     against the current directory. Raises ``DataError`` when the file is gone or its fingerprint
     differs from the one scored: row indices into another file would pick the wrong rows.
     """
-    from reasonsift.scoring.run_scoring import input_fingerprint
-
     path = Path(recorded).expanduser()
     data = str(path.resolve()) if path.exists() else str(recorded)
     if not paths.manifest.exists():

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from reasonsift.synth.tasks import (
-    ALL_FAMILIES, ANSWER_PREFIX, LIST_OPS, _arith_step, _list_step, _mod_step, apply_op, arith_op,
+    ALL_FAMILIES, ANSWER_PREFIX, LIST_OPS, arith_step, list_step, mod_step, apply_op, arith_op,
     format_trace, make_task, make_wrong_step, truncate,
 )
 
@@ -84,12 +84,12 @@ def generate_eval(n_per_cell: int, seed: int, families: tuple[str, ...] = ALL_FA
     return rows
 
 
-def _fact(rng: random.Random) -> str:
+def fact_line(rng: random.Random) -> str:
     """One elementary fact of the world: the work of a single step, written as traces write it."""
     kind = rng.choice(ALL_FAMILIES)
     if kind == "arith":
         x = rng.randint(0, 150)
-        return _arith_step(x, arith_op(rng, x), 0)[1]
+        return arith_step(x, arith_op(rng, x), 0)[1]
     if kind == "carry":
         x, y, c = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 1)
         s = x + y + c
@@ -97,17 +97,17 @@ def _fact(rng: random.Random) -> str:
     if kind == "list":
         # values up to 15: a clean list starts at 0..9 and "add 1" may run up to 6 times
         xs = tuple(rng.randint(0, rng.choice((9, 15))) for _ in range(rng.randint(2, 4)))
-        return _list_step(xs, rng.choice(LIST_OPS), 0)[1]
+        return list_step(xs, rng.choice(LIST_OPS), 0)[1]
     if kind == "mod":
         m, sym = rng.randint(5, 13), rng.choice("+-*")
         r, k = rng.randrange(m), rng.randint(2 if sym == "*" else 1, m - 1)
-        return _mod_step(r, (sym, k, m), 0)[1]
+        return mod_step(r, (sym, k, m), 0)[1]
     x = rng.randint(0, 150)  # subst: a definition evaluated once its operands are numbers
     sym, k = arith_op(rng, x)
     return f"{rng.choice('bcdefg')}={x}{sym}{k}={apply_op(x, sym, k)}"
 
 
-def _first_step(rng: random.Random) -> str:
+def first_step_line(rng: random.Random) -> str:
     """A problem statement (1..6 steps) and its first step line: reading a problem, in context.
 
     A one-step problem comes whole, answer line included ("compute 7 +5 left to right\n7+5=12\n
@@ -127,13 +127,13 @@ def _first_step(rng: random.Random) -> str:
 def pretraining_corpus(n_lines: int, seed: int, problem_share: float = 0.5) -> list[str]:
     """n_lines items: one-step facts ("7+5=12", "(9*3)%7=6", "sort [3,1,2]=[1,2,3]") and, with
     probability ``problem_share``, a problem statement with its first step line (whole, with its
-    answer line, when the problem has one step; see ``_first_step``).
+    answer line, when the problem has one step; see ``first_step_line``).
 
     A base model learns the facts, to read a problem statement and the answer format here, but never
     sees a second step line: chaining steps to an answer is what fine-tuning has to teach.
     """
     rng = random.Random(f"pretrain-{seed}")
-    return [_first_step(rng) if rng.random() < problem_share else _fact(rng) for _ in range(n_lines)]
+    return [first_step_line(rng) if rng.random() < problem_share else fact_line(rng) for _ in range(n_lines)]
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reasonsift.runfolder import write_text_atomic
-from reasonsift.selection.report import CSS, PALETTE, _bar, pca_2d, svg_scatter
+from reasonsift.selection.report import CSS, PALETTE, share_bar, pca_2d, svg_scatter
 
 
 def _accuracy_table(results: dict[str, Any]) -> str:
@@ -26,10 +26,10 @@ def _accuracy_table(results: dict[str, Any]) -> str:
     for i, (m, r) in enumerate(results["methods"].items()):
         cells = "".join(f"<td>{r['by_difficulty'].get(s, float('nan')):.2f}</td>" for s in steps)
         rows.append(f"<tr><td>{html.escape(m)}</td><td>{r['n']}</td><td>{r['accuracy']:.3f}</td>"
-                    f"<td>{_bar(r['accuracy'], PALETTE[i % len(PALETTE)])}</td>{cells}"
+                    f"<td>{share_bar(r['accuracy'], PALETTE[i % len(PALETTE)])}</td>{cells}"
                     f"<td>{r['low_quality_share']:.2f}</td><td>{r['mean_true_difficulty']:.2f}</td></tr>")
     rows.append(f"<tr><td>θ₀ (no SFT)</td><td></td><td>{results['base_accuracy']:.3f}</td>"
-                f"<td>{_bar(results['base_accuracy'], '#8c8c8c')}</td></tr></table>")
+                f"<td>{share_bar(results['base_accuracy'], '#8c8c8c')}</td></tr></table>")
     return "".join(rows)
 
 

@@ -92,7 +92,7 @@ def _arith_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     return f"compute {start} {_ops_text(ops)} left to right", start, ops
 
 
-def _arith_step(x: int, op: tuple[str, int], delta: int) -> tuple[int, str]:
+def arith_step(x: int, op: tuple[str, int], delta: int) -> tuple[int, str]:
     v = apply_op(x, *op)
     v = _nudge(v, delta) if delta else v
     return v, f"{x}{op[0]}{op[1]}={v}"
@@ -139,7 +139,7 @@ def _list_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     return f"list {fmt_list(xs)} do " + ", ".join(ops), xs, ops
 
 
-def _list_step(xs: tuple[int, ...], op: str, delta: int) -> tuple[tuple, str]:
+def list_step(xs: tuple[int, ...], op: str, delta: int) -> tuple[tuple, str]:
     new = list_apply(xs, op)
     if delta:
         new = (_nudge(new[0], delta),) + new[1:]
@@ -159,7 +159,7 @@ def _mod_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
     return f"mod {m}: {r} {_ops_text(ops)} step by step", r, ops
 
 
-def _mod_step(r: int, op: tuple[str, int, int], delta: int) -> tuple[int, str]:
+def mod_step(r: int, op: tuple[str, int, int], delta: int) -> tuple[int, str]:
     sym, k, m = op
     v = (apply_op(r, sym, k) + delta) % m  # |delta| <= 2 < m, so a nudged value always differs
     return v, f"({r}{sym}{k})%{m}={v}"
@@ -208,10 +208,10 @@ def _subst_rest(env: dict, ops: list) -> str:
 
 # family -> (setup, step, rest of the problem, answer of the final state)
 _FAMILIES: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
-    "arith": (_arith_setup, _arith_step, _arith_rest, str),
+    "arith": (_arith_setup, arith_step, _arith_rest, str),
     "carry": (_carry_setup, _carry_step, _carry_rest, _carry_answer),
-    "list": (_list_setup, _list_step, _list_rest, fmt_list),
-    "mod": (_mod_setup, _mod_step, _mod_rest, str),
+    "list": (_list_setup, list_step, _list_rest, fmt_list),
+    "mod": (_mod_setup, mod_step, _mod_rest, str),
     "subst": (_subst_setup, _subst_step, _subst_rest, lambda env: str(env[list(env)[-1]])),
 }
 
@@ -239,31 +239,6 @@ def make_task(family: str, rng: random.Random, steps: int) -> tuple[str, list[st
     prompt, start, ops = _setup(family, rng, steps)
     lines, answer = _execute(family, start, ops)
     return prompt, lines, answer
-
-
-def make_arith(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """A left-to-right + - * chain with ``steps`` operations."""
-    return make_task("arith", rng, steps)
-
-
-def make_carry(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """Addition of two ``steps``-digit numbers, one carry line per digit."""
-    return make_task("carry", rng, steps)
-
-
-def make_list(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """``steps`` list operations on a 4-item list."""
-    return make_task("list", rng, steps)
-
-
-def make_mod(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """A + - * chain modulo m with ``steps`` operations."""
-    return make_task("mod", rng, steps)
-
-
-def make_subst(rng: random.Random, steps: int) -> tuple[str, list[str], str]:
-    """``steps`` derived variables to substitute and evaluate."""
-    return make_task("subst", rng, steps)
 
 
 def make_wrong_step(family: str, rng: random.Random, steps: int) -> tuple[str, list[str], str, str]:

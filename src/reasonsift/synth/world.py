@@ -35,7 +35,7 @@ import torch
 from reasonsift.config import config_hash
 from reasonsift.models import build_tiny_llama, char_tokenizer
 from reasonsift.runfolder import is_done, mark_done
-from reasonsift.synth.generate import _fact, _first_step, pretraining_corpus
+from reasonsift.synth.generate import fact_line, first_step_line, pretraining_corpus
 from reasonsift.synth.tasks import CHARSET
 
 logger = logging.getLogger(__name__)
@@ -170,11 +170,11 @@ def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict
     items: list[tuple[str, str, str]] = []  # (kind, context, expected continuation)
     for i in range(n):
         if i % 2:
-            text = _first_step(rng)
+            text = first_step_line(rng)
             lines = text.split("\n")  # statement, first step line (and, for one step, the answer line)
             context, target, kind = lines[0] + "\n", lines[1], "first_step"
         else:
-            text = _fact(rng)
+            text = fact_line(rng)
             cut = text.index("=") if " write " in text else text.rindex("=")
             context, target = text[: cut + 1], text[cut + 1:]
             kind = ("carry" if " write " in text else "list" if "[" in text else "mod" if "%" in text

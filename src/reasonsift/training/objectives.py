@@ -40,10 +40,9 @@ from __future__ import annotations
 
 import torch
 
+from reasonsift.config import OBJECTIVES
 from reasonsift.data.render import IGNORE_INDEX
 from reasonsift.loss import nll_from_logits
-
-OBJECTIVES = ("sft", "cft", "dft", "prefix")
 
 
 def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,7 +125,7 @@ def _load(model_name: str, model_cfg: Any, cfg: TrainConfig, bf16: bool) -> Any:
     return load_model(model_name, replace(model_cfg, dtype=dtype), device=torch.device("cpu"))
 
 
-def _sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
+def sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
     from trl import SFTConfig
 
     return SFTConfig(
@@ -261,7 +261,7 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
                 model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
                 cfg.objective)
     model = _load(model_cfg.model, model_cfg, cfg, bf16)
-    trainer = ObjectiveTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
+    trainer = ObjectiveTrainer(model=model, args=sft_config(cfg, out, bf16, progress), train_dataset=dataset,
                                processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
     trainer.objective = cfg.objective
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
