@@ -8,9 +8,12 @@ import stat
 import pytest
 import yaml
 
+from reasonsift.config import ConfigError
 from reasonsift.runfolder import (
     RunPaths,
+    check_resume,
     done_marker,
+    flat_settings,
     is_done,
     mark_done,
     read_json,
@@ -82,3 +85,32 @@ def test_save_config_has_header_and_loads_back(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# written by: reasonsift score pool.jsonl\n")
     assert yaml.safe_load(text) == resolved
+
+
+def test_refused_resume_names_every_changed_key_with_both_values(tmp_path):
+    path = tmp_path / "manifest.json"
+    first = {"input": "abc", "settings": {"score.seed": 42, "score.long_tokens": 1000, "score.batch_tokens": 0}}
+    assert check_resume(path, first, finished=False, holds="RUN holds scores", remedy="start over") == []
+    assert read_json(path) == first
+    # the same settings resume silently; an ignored key may change
+    same = {**first, "settings": {**first["settings"], "score.batch_tokens": 4096}}
+    assert check_resume(path, same, True, "RUN holds scores", "start over", ignore=["score.batch_tokens"]) == []
+    changed = {"input": "def", "settings": {"score.seed": 5, "score.long_tokens": 1000, "score.new_key": "x"}}
+    with pytest.raises(ConfigError) as err:
+        check_resume(path, changed, True, "RUN holds scores", "start over")
+    message = str(err.value)
+    assert "changed: " in message and len(message.splitlines()) == 1
+    for part in ("input 'abc' -> 'def'", "score.seed 42 -> 5", "score.new_key None -> 'x'", "score.batch_tokens 4096 -> None"):
+        assert part in message
+    assert "score.long_tokens" not in message
+    assert read_json(path) == same  # a refusal leaves the manifest alone
+    # nothing finished under the old settings: the changes are returned and the new manifest saved
+    assert len(check_resume(path, changed, False, "RUN holds scores", "start over")) == 4
+    assert read_json(path) == changed
+
+
+def test_flat_settings_name_section_and_key_and_leave_out_speed_knobs():
+    from reasonsift.config import ScoreConfig, SelectConfig
+
+    flat = flat_settings({"score": ScoreConfig(), "select": SelectConfig(budget=3)}, ["score.batch_tokens"])
+    assert flat["score.seed"] == 42 and flat["select.budget"] == 3 and "score.batch_tokens" not in flat

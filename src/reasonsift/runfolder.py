@@ -24,6 +24,7 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,9 +32,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
+
+from reasonsift.config import ConfigError
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then rename tmp onto ``path``; a crash never leaves half a file.
@@ -254,3 +257,57 @@ def wait_for(paths: list[Path], what: str, timeout_s: float = 24 * 3600) -> None
         if time.time() - start > timeout_s:
             raise TimeoutError(f"gave up waiting for other ranks to finish {what}")
         time.sleep(2.0)
+
+
+def flat_settings(configs: dict[str, Any], leave_out: Iterable[str] = ()) -> dict[str, Any]:
+    """``{"section.key": value}`` of resolved configs (dataclasses), without the ``leave_out`` keys.
+
+    What a resume manifest records: flat, so a refused resume can name each changed key. Values go
+    through JSON, so they compare equal to what a rerun reads back (tuples become lists).
+    """
+    skip = set(leave_out)
+    flat = {f"{section}.{f.name}": getattr(cfg, f.name) for section, cfg in configs.items()
+            for f in dataclasses.fields(cfg) if f"{section}.{f.name}" not in skip}
+    return json.loads(json.dumps(flat, default=str))
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """``"key old -> new"`` for every key whose value differs (a missing key reads as None), sorted.
+
+    A mapping value (a manifest's ``settings``) is compared key by key, under its own keys.
+    """
+    skip = set(ignore)
+    old, new = _flat(old), _flat(new)
+    return [f"{k} {_shown(old.get(k))} -> {_shown(new.get(k))}" for k in sorted(set(old) | set(new))
+            if k not in skip and old.get(k) != new.get(k)]
+
+
+def _flat(manifest: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in manifest.items():
+        out.update(value if isinstance(value, dict) else {key: value})
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A manifest value as a refusal message shows it: numbers bare, text quoted, long text cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_resume(path: Path, manifest: dict[str, Any], finished: bool, holds: str, remedy: str,
+                 ignore: Iterable[str] = (), write: bool = True) -> list[str]:
+    """The one resume check of every stage: compare ``manifest`` with the one saved at ``path``.
+
+    A stage whose finished units (``finished``) came from other settings must not mix them with new
+    ones: then raise ``ConfigError`` naming every changed key with its old and new value. Otherwise
+    return the changes (empty for a first run or an unchanged one) and, with ``write``, save
+    ``manifest`` as the folder's new one. ``ignore``: keys recorded for people, not compared.
+    """
+    manifest = json.loads(json.dumps(manifest, default=str))
+    changes = changed_keys(read_json(path), manifest, ignore) if Path(path).exists() else []
+    if changes and finished:
+        raise ConfigError(f"{holds} made with a different config (changed: {'; '.join(changes)}); {remedy}")
+    if write:
+        write_json_atomic(path, manifest)
+    return changes

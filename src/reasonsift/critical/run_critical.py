@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reasonsift.config import ConfigError, EvalConfig, config_hash, config_to_dict
+from reasonsift.config import ConfigError, EvalConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, Solution, find_critical
 from reasonsift.data.load import canonical_json, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
@@ -39,8 +39,9 @@ from reasonsift.data.render import prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.generate import cut_at_stop, generate, stop_strings, stop_token_ids
 from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, input_fingerprint, is_done, mark_done,
-                                  rank_world, read_json, save_config, write_json_atomic, write_text_atomic)
+from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
+                                  is_done, mark_done, rank_world, read_json, save_config, write_json_atomic,
+                                  write_text_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -54,25 +55,14 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     """Refuse to resume a folder whose finished shards came from another input, model or config.
 
     Greedy decoding depends on the device and dtype too (bf16 on a GPU can take another argmax than
-    fp32 on a CPU), so they are part of the fingerprint. Nothing finished yet: start over quietly.
+    fp32 on a CPU), so they are part of the manifest. Nothing finished yet: start over quietly.
     """
-    resolved = config_to_dict(configs)
-    for key in PERFORMANCE_KEYS:
-        resolved["critical"].pop(key, None)
-    resolved["model"].pop("device", None)  # the resolved device type is recorded instead
-    manifest = {"input": input_fingerprint(data), "model": model_fingerprint(model_path),
-                "config": config_hash(resolved), "device": device, "dtype": dtype}
-    path = paths.critical_manifest
-    if path.exists():
-        old = read_json(path)
-        if old == manifest:
-            return
-        if any(paths.critical_dir.glob("shard*.jsonl.done")):
-            what = next((k for k in ("input", "model", "config", "device", "dtype") if old.get(k) != manifest[k]),
-                        "config")
-            raise ConfigError(f"{paths.critical_dir} holds critical masks made with a different {what}; use a new "
-                              "--run folder or delete that folder to start over")
-    write_json_atomic(path, manifest)
+    leave_out = [f"critical.{k}" for k in PERFORMANCE_KEYS] + ["model.device"]  # the device type is recorded
+    manifest = {"input": input_fingerprint(data), "model_fingerprint": model_fingerprint(model_path),
+                "device": device, "dtype": dtype, "settings": flat_settings(configs, leave_out)}
+    check_resume(paths.critical_manifest, manifest, any(paths.critical_dir.glob("shard*.jsonl.done")),
+                 f"{paths.critical_dir} holds critical masks", "use a new --run folder or delete that folder to "
+                 "start over")
 
 
 def _examples_by_shard(data: str, configs: dict[str, Any]) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:

@@ -35,7 +35,7 @@ from reasonsift.evaluation.benchmarks import load_benchmark
 from reasonsift.evaluation.generate import generate
 from reasonsift.evaluation.metrics import summarize
 from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
-from reasonsift.runfolder import file_sha256, save_config, write_json_atomic
+from reasonsift.runfolder import check_resume, file_sha256, flat_settings, save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,15 @@ def default_out_dir(model_path: str, benchmark: str | Path) -> Path:
 
 
 def eval_manifest(model_path: str, benchmark: str | Path, configs: dict[str, Any]) -> dict[str, Any]:
-    """What decides an evaluation's per-item results; a resume must match it (see ``_check_manifest``).
+    """What decides an evaluation's per-item results; a resume must match it (see ``check_manifest``).
 
     Paths are recorded for people; the comparison uses the model fingerprint and the benchmark's
     content hash, so a moved folder still resumes while an edited file does not.
     """
     cfg, mc = configs["evaluate"], configs["model"]
     # Every evaluate.* key counts unless known to be harmless, so a new setting is safe by default.
-    settings = {f"evaluate.{k}": v for k, v in config_to_dict({"e": cfg})["e"].items()
-                if k not in PERFORMANCE_ONLY and (cfg.temperature > 0 or k not in SAMPLING_ONLY)}
+    leave_out = [f"evaluate.{k}" for k in PERFORMANCE_ONLY | (set() if cfg.temperature > 0 else SAMPLING_ONLY)]
+    settings = flat_settings({"evaluate": cfg}, leave_out)
     # The resolved dtype, not "auto": auto means fp32 on CPU and bf16 on GPU, and greedy text differs.
     settings["model.dtype"] = str(resolve_dtype(mc.dtype, resolve_device(mc.device))).removeprefix("torch.")
     local = Path(model_path).is_dir()
@@ -78,25 +78,14 @@ def eval_manifest(model_path: str, benchmark: str | Path, configs: dict[str, Any
             "settings": settings}
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Refuse (one line) to resume results written by another model, benchmark or setting."""
     results = out / "results.jsonl"
     if not (out / MANIFEST).exists():
         raise ConfigError(f"{out} holds {results.name} but no {MANIFEST} (an older reasonsift wrote it), so what "
                           f"produced those results is unknown; use another --out, or delete {results} to start over")
-    saved = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    changed = []
-    if saved.get("results_format") != manifest["results_format"]:
-        changed.append(f"results format {saved.get('results_format')} -> {manifest['results_format']}")
-    if saved.get("model_fingerprint") != manifest["model_fingerprint"]:
-        changed.append(f"model {saved.get('model')} -> {manifest['model']} (its files differ)")
-    if saved.get("benchmark_sha256") != manifest["benchmark_sha256"]:
-        changed.append(f"benchmark {saved.get('benchmark')} -> {manifest['benchmark']} (its content differs)")
-    old, new = saved.get("settings") or {}, manifest["settings"]
-    changed += [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if changed:
-        raise ConfigError(f"{out} holds results of another evaluation (changed: {'; '.join(changed)}); use another "
-                          f"--out, or delete {results} to start over")
+    check_resume(out / MANIFEST, manifest, True, f"{out} holds results of another evaluation",
+                 f"use another --out, or delete {results} to start over", ignore=("model", "benchmark"), write=False)
 
 
 def _done_items(path: Path) -> dict[str, dict[str, Any]]:
@@ -140,7 +129,7 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     results_path = out / "results.jsonl"
     done = _done_items(results_path)
     if done:
-        _check_manifest(out, manifest)  # before loading: a refused resume should fail fast
+        check_manifest(out, manifest)  # before loading: a refused resume should fail fast
     model, tokenizer = load_model_and_tokenizer(model_path, mc)
     # Only now, with the model loaded, does OUT come into being: a failed load leaves nothing behind.
     out.mkdir(parents=True, exist_ok=True)

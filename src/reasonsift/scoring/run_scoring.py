@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from reasonsift.config import ConfigError, config_hash, config_to_dict
+from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, input_fingerprint, is_done, mark_done,
-                                  rank_world, read_json, save_config, wait_for, write_atomic, write_json_atomic)
+from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
+                                  is_done, mark_done, rank_world, read_json, save_config, wait_for, write_atomic,
+                                  write_json_atomic)
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import Item, score_items, self_check
@@ -55,26 +56,16 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], device: 
                    dtype: torch.dtype) -> None:
     """Refuse to resume a run folder whose finished units came from another input or config.
 
-    The manifest holds the input's fingerprint, the config hash (speed-only keys left out), and the
-    resolved device type and dtype: noise is drawn on the device (CPU and CUDA generators give
+    The manifest holds the input's fingerprint, the resolved config (speed-only keys left out), and
+    the resolved device type and dtype: noise is drawn on the device (CPU and CUDA generators give
     different streams) and weights are rounded to the dtype, so units from a CPU/fp32 run must not
     be mixed with units from a GPU/bf16 one. A folder where nothing was scored yet (a first run that
     stopped on bad input, a mistyped model, a missing option) starts over instead of refusing.
     """
-    resolved = config_to_dict(configs)
-    for key in PERFORMANCE_KEYS:
-        resolved["score"].pop(key, None)
-    manifest = {"input": input_fingerprint(data), "config": config_hash(resolved),
-                "device": device.type, "dtype": str(dtype).removeprefix("torch.")}
-    if paths.manifest.exists():
-        old = read_json(paths.manifest)
-        if old == manifest:
-            return
-        if _scored_units(paths):
-            what = next((k for k in ("input", "config", "device", "dtype") if old.get(k) != manifest[k]), "config")
-            what = {"input": "input data", "device": "device type", "dtype": "dtype"}.get(what, what)
-            raise ConfigError(f"{paths.root} was scored with a different {what}; use a new --run folder "
-                              "or delete its score/ folder to start over")
+    manifest = {"input": input_fingerprint(data), "device": device.type, "dtype": str(dtype).removeprefix("torch."),
+                "settings": flat_settings(configs, [f"score.{k}" for k in PERFORMANCE_KEYS])}
+    if check_resume(paths.manifest, manifest, bool(_scored_units(paths)), f"{paths.root} holds scores",
+                    "use a new --run folder or delete its score/ folder to start over", write=False):
         logger.info("%s: nothing was scored yet under the old settings; starting over", paths.root)
         for stale in (paths.score_dir, paths.direction_dir):
             shutil.rmtree(stale, ignore_errors=True)

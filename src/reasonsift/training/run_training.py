@@ -23,7 +23,6 @@ loss tokens over all ranks. Only the main process writes OUT's files. On CPU tra
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,10 +33,9 @@ from typing import Any
 
 import torch
 
-from reasonsift.config import ConfigError, config_to_dict
+from reasonsift.config import ConfigError, TrainConfig, config_to_dict
 from reasonsift.models import load_model, load_tokenizer
-from reasonsift.runfolder import read_json, save_config, write_json_atomic, write_text_atomic
-from reasonsift.config import TrainConfig
+from reasonsift.runfolder import check_resume, flat_settings, read_json, save_config, write_json_atomic, write_text_atomic
 from reasonsift.training.dataset import build_train_dataset
 
 logger = logging.getLogger(__name__)
@@ -82,7 +80,7 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _check_resume(out: Path, manifest: dict[str, Any], cfg: TrainConfig) -> Path | None:
+def check_manifest(out: Path, manifest: dict[str, Any], cfg: TrainConfig) -> Path | None:
     """The checkpoint to resume from, or None; refuse to mix two different runs in one OUT."""
     ckpts = _checkpoints(out)
     if not ckpts:
@@ -90,24 +88,17 @@ def _check_resume(out: Path, manifest: dict[str, Any], cfg: TrainConfig) -> Path
     if not cfg.resume:
         raise ConfigError(f"{out} already holds checkpoints ({ckpts[-1].name}); pass train.resume=true to "
                           "continue that run, or choose another --out")
-    saved = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
-    if saved:
-        old, new = saved.get("configs", {}), manifest["configs"]
-        changed = ["data path"] if saved.get("data") != manifest["data"] else []
-        changed += [f"{s}.{k}" for s in sorted(set(old) | set(new))
-                    for k in sorted(set(old.get(s) or {}) | set(new.get(s) or {}))
-                    if (s != "train" or k not in RESUMABLE_CHANGES)
-                    and (old.get(s) or {}).get(k) != (new.get(s) or {}).get(k)]
-        if changed:
-            raise ConfigError(f"{out} holds checkpoints of a run with another config (changed: {', '.join(changed)}); "
-                              "use another --out, or restore those values to resume")
-        longer = [k for k in ("max_steps", "num_train_epochs")
-                  if (old.get("train") or {}).get(k) != (new.get("train") or {}).get(k)]
+    if (out / MANIFEST).exists():
+        check_resume(out / MANIFEST, manifest, True, f"{out} holds checkpoints of a run",
+                     "use another --out, or restore those values to resume",
+                     ignore=[f"train.{k}" for k in RESUMABLE_CHANGES], write=False)
+        old = read_json(out / MANIFEST).get("settings") or {}
+        longer = [k for k in ("train.max_steps", "train.num_train_epochs") if old.get(k) != manifest["settings"].get(k)]
         if longer:
             # allowed, to extend a run; but the LR schedule is rebuilt for the new length, so the
             # weights will not equal those of an uninterrupted run of that length
-            logger.warning("resuming with changed train.%s: the learning-rate schedule is recomputed for the new "
-                           "length, so the result differs from an uninterrupted run", " and train.".join(longer))
+            logger.warning("resuming with changed %s: the learning-rate schedule is recomputed for the new "
+                           "length, so the result differs from an uninterrupted run", " and ".join(longer))
     # The Trainer writes trainer_state.json last: a folder without it was cut off mid-save.
     complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
     if len(complete) < len(ckpts):
@@ -249,10 +240,9 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
         raise ConfigError("no model to train: pass --model (model.model)")
     _check_config(cfg)
     out = Path(out)
-    # JSON round trip so the manifest compares equal to what a rerun reads back (tuples -> lists).
     data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
-    manifest = json.loads(json.dumps({"data": data_id, "configs": config_to_dict(configs)}))
-    resumed = _check_resume(out, manifest, cfg)
+    manifest = {"data": data_id, "settings": flat_settings(configs)}
+    resumed = check_manifest(out, manifest, cfg)
     start = time.time()
     bf16 = _use_bf16(cfg)
     tokenizer = load_tokenizer(model_cfg.model, model_cfg.trust_remote_code)
@@ -265,7 +255,7 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
                                processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
     trainer.objective = cfg.objective
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
-        save_config(out / "config.yaml", manifest["configs"], command)
+        save_config(out / "config.yaml", config_to_dict(configs), command)
         write_json_atomic(out / MANIFEST, manifest)
     if not progress:
         from transformers import PrinterCallback
