@@ -220,3 +220,44 @@ def test_gsm8k_gold_with_nothing_after_hashes_raises():
     with pytest.raises(ValueError, match="'####' with no final answer"):
         gold_answer({"question": "q", "answer": "####   "})
     assert gold_answer({"question": "q", "answer": "3 + 4 = 7\n#### 7"}) == "7"
+
+
+# Grader defects found by checking it against 6,716 labelled model solutions (issue 17).
+
+def test_answer_column_wins_over_the_solutions_last_box():
+    # AIME-style row: the solution's last box is not the answer; "73" and "073" must both score
+    row = {"problem": "p", "solution": "... so $\\boxed{5}$ pairs, and the answer is $\\textbf{(073)}$", "answer": "073"}
+    assert gold_answer(row) == "073"
+    assert is_equivalent("73", gold_answer(row)) and is_equivalent("073", gold_answer(row))
+    assert gold_answer({"problem": "p", "solution": "so \\boxed{100}", "answer": "73"}) == "73"
+    assert gold_answer({"problem": "p", "solution": "so \\boxed{100}"}) == "100"  # MATH: no answer column
+
+
+def test_base_subscripts_are_not_ignored():
+    assert not is_equivalent("4343", "4343_6")
+    assert not is_equivalent("4343_{10}", "4343_6")
+    assert is_equivalent("4343_{6}", "4343_6") and is_equivalent("4343_6", "4343_{6}")
+    assert is_equivalent("4343_{10}", "4343")  # base ten written out is base ten
+    assert not is_equivalent("101_2", "5")  # the value in another base is not what was asked
+    assert is_equivalent("1A_{16}", "1a_{16}")
+
+
+def test_ordinal_and_unit_words_around_a_number():
+    assert is_equivalent("12^{\\text{th}}\\text{ grade}", "12")
+    assert is_equivalent(extract_answer("The answer is \\boxed{12^{\\text{th}}\\text{ grade}}"), "12")
+    assert is_equivalent("12th", "12") and is_equivalent("5 apples", "5")
+    assert not is_equivalent("2x", "2") and not is_equivalent("2 and 3", "2")
+
+
+def test_spelled_out_numbers_are_read():
+    assert extract_answer("So the answer is three.") == "3"
+    assert extract_answer("The answer is twenty-five apples") == "25"
+    assert extract_answer("The answer is one hundred and five.") == "105"
+    assert is_equivalent(extract_answer("so the answer is three"), "3")
+    assert extract_answer("the answer is yes", kind="text") == "yes"  # words stay words outside math
+
+
+def test_a_closing_verdict_does_not_override_the_last_number():
+    assert extract_answer("x = 5 + 3 = 8\nso, our answer is correct.") == "8"
+    assert extract_answer("The answer is 42.\nLet me check: 6*7=42.\nSo, our answer is indeed correct.") == "42"
+    assert extract_answer("The total is 17.\nThe answer is not wrong.") == "17"

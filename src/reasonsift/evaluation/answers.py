@@ -34,6 +34,22 @@ _BRACE_DEPTH = {"{": 1, "}": -1}
 # Words before "answer" that make it a verb: "let me answer:", "to answer:", "I will answer:".
 _VERB_CONTEXT = {"to", "me", "i", "we", "us", "will", "can", "could", "would", "should", "must", "i'll",
                  "we'll", "let's", "lets"}
+# "so, our answer is correct.": a verdict on an answer given earlier, not the answer itself.
+_VERDICT_WORDS = {"correct", "incorrect", "right", "wrong", "valid", "invalid", "verified", "confirmed",
+                  "consistent", "reasonable", "plausible", "accurate", "fine", "ok", "okay", "good", "sound", "solid"}
+_VERDICT_ADVERBS = {"indeed", "definitely", "certainly", "clearly", "probably", "likely", "also", "still", "now",
+                    "not", "all", "very", "most", "quite", "surely", "absolutely", "fully", "thus"}
+# Spelled-out numbers ("the answer is three"); compound forms as "twenty-five", "one hundred and five".
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_JOINING_WORDS = {"and", "or", "to", "through", "plus", "minus", "times", "over", "of"}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6}
+# A base written as a subscript: 4343_6, 4343_{6}, 1011_{2}.
+_BASE_RE = re.compile(r"([0-9A-Za-z]+)_\{?(\d+)\}?")
+# An ordinal suffix on a number: 12^{\text{th}}, 12^{th}, 12th, 1st.
+_ORDINAL_RE = re.compile(r"(\d)\s*(?:\^\s*\{?\s*(?:\\text\{\s*)?(?:st|nd|rd|th)\s*\}?\s*\}?|(?:st|nd|rd|th)\b)")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 
 
@@ -119,20 +135,56 @@ def _math_phrase_value(span: str) -> str:
     return _number_in(tail) or _number_in(span) or span
 
 
+def number_word_value(span: str) -> str | None:
+    """The value of a spelled-out number at the start of ``span`` ("three apples" -> "3"), else None."""
+    words = re.findall(r"[a-z]+", span.lower().replace("-", " "))
+    total = current = 0
+    seen = False
+    for word in words:
+        if word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word in _SCALES and seen:
+            if _SCALES[word] == 100:
+                current *= 100
+            else:
+                total, current = total + current * _SCALES[word], 0
+        elif word == "and" and seen:
+            continue
+        else:
+            break
+        seen = True
+    if not seen or not re.match(r"\s*[A-Za-z]", span):
+        return None
+    return str(total + current)
+
+
+def _is_verdict(span: str) -> bool:
+    """Whether a phrase span judges an answer ("correct", "not right") instead of stating one."""
+    words = [w for w in re.findall(r"[a-z']+", span.lower()) if w not in _VERDICT_ADVERBS]
+    return bool(words) and words[0] in _VERDICT_WORDS and not re.search(r"\d", span)
+
+
 def _phrase_answer(text: str, kind: str) -> str | None:
     """The span after the last "answer is" / "answer:"; in math, "18 dollars" becomes "18".
 
     "answer" used as a verb ("Let me answer: first compute ...") announces working, not a result,
-    so such matches are ignored and the later rules (last number) decide.
+    and "our answer is correct" judges an earlier result; such matches are ignored, so an earlier
+    phrase or the later rules (last number) decide. A spelled-out number ("the answer is three")
+    is given as digits in math.
     """
     matches = [m for m in _PHRASE_RE.finditer(text)
-               if _word_before(text, m.start()) not in _VERB_CONTEXT]
+               if _word_before(text, m.start()) not in _VERB_CONTEXT and not _is_verdict(_clean_span(m.group(1)))]
     if not matches:
         return None
     span = _clean_span(matches[-1].group(1))
     if not span:
         return None
     if kind in ("auto", "math"):
+        spelled = number_word_value(span)
+        if spelled is not None:
+            return spelled
         if any(_is_word(m) for m in _WORD_RE.finditer(span)):
             return _math_phrase_value(span)
         # "3 + 4 = 7": arithmetic on the left of the last "=" means the result is on its right;
@@ -185,10 +237,11 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
 def gold_answer(row: dict) -> str:
     """The gold answer of a benchmark row, as a string.
 
-    GSM8K ``answer`` -> the text after ``####``; MATH ``solution`` -> its last ``\\boxed{}``; otherwise
-    the first present, non-empty of ``answer``, ``gold``, ``final_answer``, ``target``, ``label`` (a
-    value holding a ``\\boxed{}`` gives the boxed content). Raises ValueError naming the keys tried, or
-    when a GSM8K answer has nothing after its ``####``.
+    The first present, non-empty of ``answer``, ``gold``, ``final_answer``, ``target``, ``label``
+    (GSM8K's ``answer`` -> the text after ``####``; a value holding a ``\\boxed{}`` gives the boxed
+    content), else MATH's ``solution`` -> its last ``\\boxed{}``. An answer column wins over the
+    solution's box: competition solutions can end in another box (``\\textbf{(073)}``) than the
+    answer. Raises ValueError naming the keys tried, or when a GSM8K answer has nothing after ``####``.
     """
     answer = row.get("answer")
     if isinstance(answer, str) and "####" in answer:
@@ -197,11 +250,6 @@ def gold_answer(row: dict) -> str:
             # Falling through would make the literal "####" the gold answer.
             raise ValueError("GSM8K-style answer has '####' with no final answer after it")
         return gold
-    solution = row.get("solution")
-    if isinstance(solution, str):
-        boxed = _last_boxed(solution)
-        if boxed:
-            return boxed
     for key in GOLD_KEYS:
         value = row.get(key)
         if value is None or isinstance(value, (list, dict)):
@@ -211,7 +259,12 @@ def gold_answer(row: dict) -> str:
             value = _last_boxed(value) or ""
         if value:
             return value
-    tried = ", ".join(["answer (after ####)", "solution (last \\boxed{})", *GOLD_KEYS])
+    solution = row.get("solution")
+    if isinstance(solution, str):
+        boxed = _last_boxed(solution)
+        if boxed:
+            return boxed
+    tried = ", ".join(["answer (after ####)", *GOLD_KEYS, "solution (last \\boxed{})"])
     raise ValueError(f"no gold answer field (tried {tried}); row has keys {sorted(row)}")
 
 
@@ -242,6 +295,40 @@ def normalize_answer(answer: str) -> str:
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
     return s
+
+
+def _with_base(s: str) -> tuple[str, int, bool] | None:
+    """(digits, base, written) of a normalised number with an optional base subscript, else None."""
+    match = _BASE_RE.fullmatch(s)
+    digits, base, written = (match.group(1), int(match.group(2)), True) if match else (s, 10, False)
+    if not 2 <= base <= 36 or not re.fullmatch(r"[0-9A-Za-z]+", digits):
+        return None
+    if any(int(c, 36) >= base for c in digits):
+        return None
+    return digits.upper().lstrip("0") or "0", base, written
+
+
+def _same_in_base(pred: str, gold: str) -> bool | None:
+    """With a base subscript on either side: same digits in the same base (no subscript = base 10).
+
+    None when neither side has one (or either is not a number in its base): the caller decides.
+    """
+    a, b = _with_base(pred), _with_base(gold)
+    if a is None or b is None or not (a[2] or b[2]):
+        return None
+    return a[:2] == b[:2]
+
+
+def _number_with_units(answer: str) -> str | None:
+    """The number of "12^{\\text{th}}\\text{ grade}" / "5 apples": a number, then only words; else None."""
+    s = _ORDINAL_RE.sub(r"\1", answer.replace("$", ""))
+    for _ in range(3):
+        s = _TEXT_CMD_RE.sub(r" \1 ", s)
+    match = re.fullmatch(r"\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s+([A-Za-z][A-Za-z\s]*)", s)
+    words = [w.lower() for w in match.group(2).split()] if match else []
+    if not match or len(words) > 3 or any(w in _MATH_WORDS or w in _JOINING_WORDS for w in words):
+        return None  # "2 and 3" is two answers, "3 times 4" an expression
+    return normalize_answer(match.group(1))
 
 
 def _to_number(s: str) -> Fraction | None:
@@ -321,8 +408,14 @@ def is_equivalent(pred: str | None, gold: str, kind: str = "auto") -> bool:
         norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
         if not norm_pred or not norm_gold:
             return False
+        based = _same_in_base(norm_pred, norm_gold)
+        if based is not None:  # a base subscript decides alone: 4343_6 is not 4343
+            return based
         if norm_pred == norm_gold:
             return True
+        pred_number, gold_number = _number_with_units(pred), _number_with_units(gold)
+        if (pred_number or gold_number) and (pred_number or norm_pred) == (gold_number or norm_gold):
+            return True  # "12^{\\text{th}}\\text{ grade}" == "12"
         num_pred, num_gold = _to_number(norm_pred), _to_number(norm_gold)
         if num_pred is not None and num_gold is not None:
             # 1e-6 relative, as math-verify's float_rounding=6: "0.333333" == "1/3"
