@@ -423,3 +423,40 @@ def test_gold_answer_column_beside_a_response(tmp_path):
     got = examples(write_jsonl(tmp_path / "pool.jsonl", rows))
     assert [ex.answer for ex in got] == ["12", "4", ""]
     assert got[0].response == rows[0]["response"]  # the gold column is not the response
+
+
+def _skythought_rows(tmp_path):
+    """SkyThought output rows: a reference ``solution`` and the model's long trace in ``code``."""
+    rows = [{"question": f"What is {i}+{i}?", "solution": f"{i}+{i}={2 * i}, so \\boxed{{{2 * i}}}",
+             "code": "<think>" + "Let me add the two numbers carefully. " * 8 + f"</think> \\boxed{{{2 * i}}}"}
+            for i in range(3)]
+    path = tmp_path / "sky.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_choice_between_plausible_response_columns_is_said_and_recorded(tmp_path, caplog):
+    from reasonsift.data.load import input_schema
+
+    path = _skythought_rows(tmp_path)
+    with caplog.at_level("WARNING", logger="reasonsift.data.load"):
+        examples = [ex for _, ex, _ in iter_examples(path)]
+    assert examples[0].response.startswith("0+0=0")  # the choice by name is kept, but said
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "'solution'" in warning and "'code'" in warning and "--field response=" in warning
+    assert input_schema(path) == {"columns": {"prompt": "question", "response": "solution"},
+                                  "other_response_columns": ["code"]}
+    # --field decides: no warning, and the trace is the response
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reasonsift.data.load"):
+        examples = [ex for _, ex, _ in iter_examples(path, parse_field_overrides(["response=code"]))]
+    assert examples[0].response.startswith("<think>") and not caplog.records
+    assert input_schema(path, {"response": "code"})["other_response_columns"] == []
+
+
+def test_an_unambiguous_row_warns_of_nothing(tmp_path, caplog):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a long worked answer #### 4"}) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="reasonsift.data.load"):
+        assert len(list(iter_examples(path))) == 1
+    assert not caplog.records

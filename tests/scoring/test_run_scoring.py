@@ -186,3 +186,16 @@ def test_a_pool_of_only_bad_rows_is_an_error_with_the_rows_kept(tiny_model_dir, 
     assert len(err.splitlines()) == 1 and "every row was rejected" in err
     assert len((run / "rejected.jsonl").read_text().splitlines()) == 2
     assert not (run / "scores.parquet").exists()
+
+
+def test_report_records_the_columns_read(tiny_model_dir, tmp_path):
+    rows = [{"question": f"What is {i}+{i}?", "solution": f"{i}+{i}={2 * i}",
+             "code": "<think>" + "Adding the two numbers. " * 10 + f"</think> {2 * i}"} for i in range(4)]
+    data = tmp_path / "sky.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["score", str(data), "--model", str(tiny_model_dir), "--run", str(run), "--quiet",
+                 "score.direction=isotropic", "score.num_isotropic=2", "score.long_tokens=16",
+                 "score.short_tokens=8"]) == 0
+    fields = json.loads((run / "report.json").read_text())["fields"]
+    assert fields == {"columns": {"prompt": "question", "response": "solution"}, "other_response_columns": ["code"]}

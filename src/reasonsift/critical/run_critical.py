@@ -33,7 +33,7 @@ from typing import Any
 
 from reasonsift.config import ConfigError, EvalConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, Solution, find_critical
-from reasonsift.data.load import canonical_json, iter_examples, parse_field_overrides
+from reasonsift.data.load import canonical_json, input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
@@ -258,6 +258,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
     write_text_atomic(paths.critical, "".join(p.read_text(encoding="utf-8") for p in shards))
     report = {
         "data": str(data), "model": mc.model, "responses": cc.responses, "counts": totals,
+        "fields": input_schema(data, parse_field_overrides(configs["data"].fields), configs["data"].split),
         "positions_tested": cost.positions, "critical_tokens": cost.critical,
         "critical_share": cost.critical / cost.positions if cost.positions else 0.0,
         "rollouts": cost.rollouts, "decoded_tokens": cost.decoded_tokens,

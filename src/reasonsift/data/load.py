@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import re
+import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift.data.records import BadRow, DataError, Example
+
+logger = logging.getLogger(__name__)
 
 PROMPT_KEYS = ("prompt", "question", "problem", "instruction", "query", "input")
 REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_content", "rationale", "cot")
@@ -41,6 +44,7 @@ ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "idx")
 CHAT_KEYS = ("messages", "conversations")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "system": "system", "model": "assistant", "bot": "assistant"}
+LONG_TEXT_CHARS = 200  # an unassigned text column this long may be the response detection did not pick
 FIELD_NAMES = ("id", "prompt", "response", "reasoning", "answer", "source", "domain", "messages")
 
 
@@ -327,6 +331,49 @@ def detect_schema(row: dict[str, Any], fields: dict[str, str] | None = None) -> 
     return schema
 
 
+def other_response_columns(row: dict[str, Any], schema: dict[str, str],
+                           fields: dict[str, str] | None = None) -> list[str]:
+    """Columns that could also be the response detection chose (none when ``--field`` chose it).
+
+    A SkyThought output row has ``question``, ``solution`` (a reference) and ``code`` (the model's
+    long trace): detection takes ``solution`` by name, but ``code`` is as plausible. Plausible: a
+    known response name, or any other text column of ``LONG_TEXT_CHARS`` or more.
+    """
+    if "response" not in schema or "response" in (fields or {}):
+        return []
+    used = set(schema.values()) | {"source", "domain"}
+    return [k for k, v in row.items() if k not in used and isinstance(v, str) and v.strip()
+            and (k in RESPONSE_KEYS or len(v) >= LONG_TEXT_CHARS)]
+
+
+def input_schema(source: str | Path, fields: dict[str, str] | None = None, split: str = "train") -> dict[str, Any]:
+    """Which column plays which role, as ``iter_examples`` will map them (from the first good row).
+
+    ``{"columns": {role: column}, "other_response_columns": [...]}``; stages record it in their
+    report, so a run says what it read as prompt and response.
+    """
+    for raw in iter_rows(source, split):
+        if raw.row is None:
+            continue
+        try:
+            to_example(raw, fields)
+        except BadRow:
+            continue
+        schema = detect_schema(raw.row, fields)
+        return {"columns": schema, "other_response_columns": other_response_columns(raw.row, schema, fields)}
+    return {"columns": {}, "other_response_columns": []}
+
+
+def _say_choice(source: str | Path, row: dict[str, Any], schema: dict[str, str], fields: dict[str, str] | None) -> None:
+    """Warn when detection chose the response among several plausible columns."""
+    others = other_response_columns(row, schema, fields)
+    if others:
+        chars = ", ".join(f"'{k}' ({len(row[k]):,} chars)" for k in others)
+        logger.warning("%s: read column '%s' (%s chars) as the response; %s could also be it. Pass --field "
+                       "response=COLUMN to choose (report.json records the columns read)", source,
+                       schema["response"], f"{len(_text(row[schema['response']], schema['response'])):,}", chars)
+
+
 def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
     """Map one parsed row to an Example, or raise BadRow with a one-line reason.
 
@@ -387,6 +434,7 @@ def iter_examples(source: str | Path, fields: dict[str, str] | None = None, spli
             ex = to_example(raw, schema or fields)
             if schema is None:  # the first good row fixes the schema for the rest of the input
                 schema = detect_schema(raw.row, fields)  # type: ignore[arg-type]
+                _say_choice(source, raw.row, schema, fields)  # type: ignore[arg-type]
         except BadRow as e:
             if not skip_bad_rows:
                 raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None

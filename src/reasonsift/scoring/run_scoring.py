@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, config_to_dict
-from reasonsift.data.load import iter_examples, parse_field_overrides
+from reasonsift.data.load import input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
 from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
@@ -251,7 +251,9 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         report = merge_scores(paths, configs, n_shards, checkpoints)
     # An absolute path, so that ``select`` finds the rows from any working directory.
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    dc = configs["data"]
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
+                   "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
                    "self_check_max_abs_err": check_err, "world_size": world,
                    "wall_time_s": round(time.time() - start, 3)})

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from reasonsift.config import ConfigError, TrainConfig, config_to_dict
+from reasonsift.data.load import input_schema, parse_field_overrides
 from reasonsift.models import load_model, load_tokenizer
 from reasonsift.runfolder import check_resume, flat_settings, read_json, save_config, write_json_atomic, write_text_atomic
 from reasonsift.training.dataset import build_train_dataset
@@ -222,6 +223,7 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
     epochs = float(state.epoch or 0.0)
     return {
         "base_model": configs["model"].model, "data": data, "out": str(out), "objective": configs["train"].objective,
+        "fields": input_schema(data, parse_field_overrides(configs["data"].fields), configs["data"].split),
         "lora": configs["train"].lora, "steps": state.global_step, "epochs": epochs,
         "final_loss": curve[-1]["loss"] if curve else None, "loss_curve": curve,
         "dataset": stats, "tokens_trained": {k: int(v * epochs) for k, v in stats["tokens"].items()},
