@@ -53,9 +53,9 @@ import torch.nn.functional as F
 
 from reasonsift.config import ScoreConfig
 from reasonsift.data.load import iter_examples
-from reasonsift.data.render import IGNORE_INDEX, tokenize_example
+from reasonsift.data.render import IGNORE_INDEX, Tokenized, tokenize_example
 from reasonsift.models import train_bpe_tokenizer
-from reasonsift.scoring.scorer import Item, score_items
+from reasonsift.scoring.scorer import score_items
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 MODEL_CONFIGS = {
@@ -89,7 +89,7 @@ def build_model(name: str, vocab: int, device: torch.device, dtype: torch.dtype)
     return model.eval()
 
 
-def load_items(n: int, response_tokens: int, data: Path = GSM8K) -> list[Item]:
+def load_items(n: int, response_tokens: int, data: Path = GSM8K) -> list[Tokenized]:
     """GSM8K prompt + first ``response_tokens`` response tokens via the real rendering path."""
     if not data.exists():
         raise SystemExit(f"{data} not found (on a device machine: bash benchmarks/gpu_throughput.sh prepare)")
@@ -98,7 +98,7 @@ def load_items(n: int, response_tokens: int, data: Path = GSM8K) -> list[Item]:
     items = []
     for _, ex, _ in iter_examples(data, limit=n):
         tk = tokenize_example(tok, ex, None, response_tokens)
-        items.append(Item(tk.prompt_ids, tk.response_ids))
+        items.append(Tokenized(tk.prompt_ids, tk.response_ids))
     return items
 
 
@@ -108,7 +108,7 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def naive_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int) -> list[float]:
+def naive_loop(model: torch.nn.Module, items: list[Tokenized], batch_tokens: int) -> list[float]:
     """(a) One forward per example with HF's own loss (mean NLL over labelled tokens)."""
     device, out = next(model.parameters()).device, []
     for it in items:
@@ -120,7 +120,7 @@ def naive_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int) -> 
 
 
 @torch.inference_mode()
-def padded_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int, batch_size: int = 8) -> list[float]:
+def padded_loop(model: torch.nn.Module, items: list[Tokenized], batch_tokens: int, batch_size: int = 8) -> list[float]:
     """(b) TEMP's script shape: right-padded batches of 8, full logits, per-token CE, masked mean."""
     device, pad, out = next(model.parameters()).device, model.config.pad_token_id or 0, []
     for b in range(0, len(items), batch_size):
@@ -142,7 +142,7 @@ def padded_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int, ba
     return out
 
 
-def reasonsift_loop(model: torch.nn.Module, items: list[Item], batch_tokens: int) -> list[float]:
+def reasonsift_loop(model: torch.nn.Module, items: list[Tokenized], batch_tokens: int) -> list[float]:
     """(c) The library's packed scorer with ScoreConfig's defaults."""
     sc = ScoreConfig()
     nll = score_items(model, items, batch_tokens, sc.max_batch_examples, sc.lm_head_chunk)
@@ -159,7 +159,7 @@ def scorer_layout(model: torch.nn.Module, batch_tokens: int) -> str:
     return f"{impl}, {kind} of <= {budget:,} tokens"
 
 
-RUNNERS: dict[str, Callable[[torch.nn.Module, list[Item], int], list[float]]] = {
+RUNNERS: dict[str, Callable[[torch.nn.Module, list[Tokenized], int], list[float]]] = {
     "naive": naive_loop, "padded8": padded_loop, "reasonsift": reasonsift_loop}
 
 
@@ -178,7 +178,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5,
     return 2 * n**3 / statistics.median(times)
 
 
-def model_flops(model: torch.nn.Module, items: list[Item]) -> tuple[float, float]:
+def model_flops(model: torch.nn.Module, items: list[Tokenized]) -> tuple[float, float]:
     """(§3 FLOPs with the LM head on every token, FLOPs with the LM head on scored rows only)."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     head = model.get_output_embeddings().weight.numel()
@@ -222,14 +222,14 @@ def memory_child(args: argparse.Namespace) -> None:
     """Subprocess entry: build the model, run one variant once, print its peak memory as JSON."""
     torch.set_num_threads(args.threads)
     raw = json.loads(Path(args._items).read_text())
-    items = [Item(p, r) for p, r in raw]
+    items = [Tokenized(p, r) for p, r in raw]
     model = build_model(args.model_config, args.vocab, torch.device("cpu"), torch.float32)
     RUNNERS[args._memory](model, items[:2], args.batch_tokens)  # warm-up: first-call allocations
     mib = peak_memory_mib(lambda: RUNNERS[args._memory](model, items, args.batch_tokens), torch.device("cpu"))
     print(json.dumps({"peak_mib": mib}))
 
 
-def cpu_memory(args: argparse.Namespace, vocab: int, items: list[Item]) -> dict[str, float]:
+def cpu_memory(args: argparse.Namespace, vocab: int, items: list[Tokenized]) -> dict[str, float]:
     """Per-variant peak RSS, each in a fresh process (RSS high-water marks never go down)."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +244,7 @@ def cpu_memory(args: argparse.Namespace, vocab: int, items: list[Item]) -> dict[
     return out
 
 
-def run_setting(args: argparse.Namespace, vocab: int, items: list[Item], device: torch.device,
+def run_setting(args: argparse.Namespace, vocab: int, items: list[Tokenized], device: torch.device,
                 dtype: torch.dtype, mm_rate: float) -> None:
     """Time the three variants interleaved on one model; check equal losses; print one table."""
     model = build_model(args.model_config, vocab, device, dtype)
@@ -286,7 +286,7 @@ def run_setting(args: argparse.Namespace, vocab: int, items: list[Item], device:
         raise SystemExit("variants disagree by >= 1e-4 nats in fp32: the speed comparison is void")
 
 
-def profile_reasonsift(args: argparse.Namespace, vocab: int, items: list[Item], device: torch.device,
+def profile_reasonsift(args: argparse.Namespace, vocab: int, items: list[Tokenized], device: torch.device,
                        dtype: torch.dtype) -> None:
     """One profiled pass of score_items: the top operators by self time."""
     from torch.profiler import ProfilerActivity, profile

@@ -4,9 +4,9 @@ Per-token negative log-likelihood in natural log, computed in fp32 as ``logsumex
 logits[target]``. Scoring calls ``token_nll`` on the hidden states of the scored positions only (the
 LM head is applied in chunks, so the full [tokens x vocab] fp32 logits never exist, and the
 log-sum-exp runs in place on them: ``_nll_inplace``, the no-autograd twin of ``nll_from_logits``);
-training asks the model for logits at its loss positions only and calls ``nll_from_logits`` on them
-(``reasonsift.training.objectives``); ``masked_token_nll`` is the plain full-logits form, used by the
-reference scoring path and the direction fine-tune. All compute the same fp32 formula, so the loss
+training asks the model for logits at its loss positions only and calls ``masked_nll`` on them
+(``reasonsift.training.objectives``); ``masked_token_nll`` is its shifted full-logits form, used by
+the reference scoring path and the direction fine-tune. All compute the same fp32 formula, so the loss
 a selection decision is based on is exactly the loss training minimises (a test holds the twins
 equal).
 """
@@ -75,18 +75,27 @@ def token_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     return out
 
 
+def masked_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL of already aligned targets, zero where a target is ``IGNORE_INDEX``.
+
+    Args:
+        logits: (..., V) logits of the positions that predict ``targets``;
+        targets: (...) next-token ids, ``IGNORE_INDEX`` where no loss is taken.
+    Returns:
+        nll: (...) fp32; mask: (...) bool, True where a loss is taken.
+    """
+    mask = targets != IGNORE_INDEX
+    safe = targets.masked_fill(~mask, 0)  # any valid id; its loss is zeroed below
+    nll = nll_from_logits(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1))
+    return nll.view(targets.shape) * mask, mask
+
+
 def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shifted per-token NLL of a causal LM batch, zero where labels are ``IGNORE_INDEX``.
+    """Shifted per-token NLL of a causal LM batch: ``masked_nll`` of position t predicting labels[:, t+1].
 
     Args:
         logits: (B, T, V) model outputs; labels: (B, T) unshifted labels.
     Returns:
-        nll: (B, T-1) fp32, position t is the loss of predicting labels[:, t+1];
-        mask: (B, T-1) bool, True where a loss is taken.
+        nll: (B, T-1) fp32; mask: (B, T-1) bool, True where a loss is taken.
     """
-    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
-    mask = shift_labels != IGNORE_INDEX
-    safe = shift_labels.masked_fill(~mask, 0)
-    nll = nll_from_logits(shift_logits.reshape(-1, shift_logits.shape[-1]), safe.reshape(-1))
-    return nll.view(shift_labels.shape) * mask, mask
+    return masked_nll(logits[:, :-1, :], labels[:, 1:])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reasonsift.config import ConfigError, load_config
-from reasonsift.critical.counterfactual import Solution, find_critical, greedy_rollouts, substitutes
+from reasonsift.critical.counterfactual import find_critical, greedy_rollouts, substitutes
 from reasonsift.critical.run_critical import AnswerChecker, run_critical
 from reasonsift.data.records import Example
 from reasonsift.data.render import tokenize_example
@@ -92,10 +92,11 @@ def test_critical_mask_matches_single_rollouts_and_answer_digits_are_critical(th
     for row in _one_step_rows(12):
         ex = Example(id=row["id"], prompt=row["prompt"], response=row["response"], answer=row["answer"])
         tk = tokenize_example(tok, ex)
-        sols.append(Solution(tk.prompt_ids, tk.response_ids, row["answer"], "text"))
-    sols = sols[:3]
-    masks, stats = find_critical(model, sols, 2, 8, banned, tok.pad_token_id, eos, 4, check)  # 4 x 16: several blocks
-    for sol, mask in zip(sols, masks):
+        sols.append((tk, row["answer"]))
+    sols, golds = [tk for tk, _ in sols[:3]], [gold for _, gold in sols[:3]]
+    masks, stats = find_critical(model, sols, 2, 8, banned, tok.pad_token_id, eos, 4,  # 4 x 16: several blocks
+                                 lambda ids, s: check(ids, golds[s], "text"))
+    for sol, gold, mask in zip(sols, golds, masks):
         subs = substitutes(model, sol.prompt_ids, sol.response_ids, 2, banned)
         assert len(mask) == len(sol.response_ids) and mask[-1] == 1  # the final EOS is always trained
         for t in range(len(sol.response_ids) - 1):
@@ -103,7 +104,7 @@ def test_critical_mask_matches_single_rollouts_and_answer_digits_are_critical(th
             for a in subs[t]:
                 head = sol.response_ids[:t] + [a]
                 tail = _generate_one(model, sol.prompt_ids + head, len(sol.response_ids) - t + 8, eos)
-                outcomes.append(check(head + tail, sol))
+                outcomes.append(check(head + tail, gold, "text"))
             assert mask[t] == int(not any(outcomes)), (t, outcomes)
         # Ground truth: every character of the value on the answer line decides the answer.
         text = tok.decode(sol.response_ids, skip_special_tokens=True)

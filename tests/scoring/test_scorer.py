@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasonsift.data.load import RawRow, to_example
-from reasonsift.data.render import tokenize_example
+from reasonsift.data.render import Tokenized, tokenize_example
 from reasonsift.scoring import scorer
-from reasonsift.scoring.scorer import Item, pack_plan, padded_plan, score_items, score_reference, self_check
+from reasonsift.scoring.scorer import pack_plan, padded_plan, score_items, score_reference, self_check
 from tests.conftest import gsm8k_lines
 
 
@@ -24,14 +24,14 @@ def model_and_items(tiny_model_dir):
     for i, line in enumerate(gsm8k_lines(12)):
         ex = to_example(RawRow(i, "x", line, json.loads(line)))
         t = tokenize_example(tok, ex, max_response_tokens=1000)
-        items.append(Item(t.prompt_ids, t.response_ids))
+        items.append(Tokenized(t.prompt_ids, t.response_ids))
     # Responses much shorter than N: one token, and a few tokens.
-    items.append(Item(items[0].prompt_ids, items[0].response_ids[:1]))
-    items.append(Item(items[1].prompt_ids[:5], items[1].response_ids[:3]))
+    items.append(Tokenized(items[0].prompt_ids, items[0].response_ids[:1]))
+    items.append(Tokenized(items[1].prompt_ids[:5], items[1].response_ids[:3]))
     return model, items
 
 
-def hf_mean_loss(model, item: Item, n: int) -> float:
+def hf_mean_loss(model, item: Tokenized, n: int) -> float:
     """What a user would write: model(input_ids, labels=...).loss over the first n response tokens."""
     ids = torch.tensor([item.prompt_ids + item.response_ids[:n]])
     labels = ids.clone()
@@ -47,7 +47,7 @@ def test_fast_path_matches_hf_labels_loss(model_and_items, n, packed):
     lengths = {len(it.response_ids) for it in items}
     assert min(lengths) < 5 and max(lengths) > 100  # mixed lengths, some responses shorter than N
     # Small token budget and LM-head chunk: several bins, and chunk edges inside sequences.
-    nll = score_items(model, [Item(it.prompt_ids, it.response_ids[:n]) for it in items],
+    nll = score_items(model, [Tokenized(it.prompt_ids, it.response_ids[:n]) for it in items],
                       batch_tokens=600, max_examples=5, chunk=7, packed=packed)
     for it, x in zip(items, nll):
         assert len(x) == min(n, len(it.response_ids))
@@ -57,7 +57,7 @@ def test_fast_path_matches_hf_labels_loss(model_and_items, n, packed):
 def test_one_long_pass_gives_the_short_window(model_and_items):
     model, items = model_and_items
     long = score_items(model, items, batch_tokens=4096, max_examples=64)
-    short = score_items(model, [Item(it.prompt_ids, it.response_ids[:20]) for it in items], batch_tokens=4096)
+    short = score_items(model, [Tokenized(it.prompt_ids, it.response_ids[:20]) for it in items], batch_tokens=4096)
     for a, b in zip(long, short):
         np.testing.assert_allclose(a[:20], b, atol=1e-5)
 

@@ -35,20 +35,11 @@ from typing import Any, Callable
 
 import torch
 
+from reasonsift.data.render import Tokenized
 from reasonsift.scoring.scorer import decoder_hidden
 
 
 BLOCK_BATCHES = 16  # rollout prefixes are materialised this many generate() batches at a time
-
-
-@dataclass(frozen=True)
-class Solution:
-    """A verified-correct response, tokenized exactly as training will tokenize it."""
-
-    prompt_ids: list[int]
-    response_ids: list[int]  # eos included when the response ends with it
-    gold: str  # the gold final answer
-    kind: str  # answer kind for extraction and equivalence ("math", "text", ...)
 
 
 @dataclass
@@ -117,14 +108,15 @@ def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_
     return out
 
 
-def find_critical(model: Any, solutions: list[Solution], alternatives: int, extra_tokens: int, banned: set[int],
+def find_critical(model: Any, solutions: list[Tokenized], alternatives: int, extra_tokens: int, banned: set[int],
                   pad_id: int, eos_ids: list[int], batch_size: int,
-                  is_correct: Callable[[list[int], Solution], bool],
+                  is_correct: Callable[[list[int], int], bool],
                   progress: Callable[[int], None] | None = None) -> tuple[list[list[int]], CriticalStats]:
     """The 0/1 critical mask over each solution's response tokens, and what it cost.
 
-    ``is_correct(response_ids, solution)`` decodes a full response (prefix, substitute and
-    continuation) and checks its final answer; ``progress(n)`` is told of every n rollouts done.
+    ``solutions``: verified-correct responses, tokenized exactly as training will tokenize them
+    (EOS included when the response ends with it). ``is_correct(response_ids, s)`` decodes a full response (prefix, substitute and
+    continuation) and checks its final answer against solution ``s``'s gold; ``progress(n)`` is told of every n rollouts done.
     """
     stats = CriticalStats()
     eos = set(eos_ids)
@@ -152,7 +144,7 @@ def find_critical(model: Any, solutions: list[Solution], alternatives: int, extr
             caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in part]
             tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress)
             for (s, t), head, tail in zip(part, heads, tails):
-                if is_correct(head + tail, solutions[s]):
+                if is_correct(head + tail, s):
                     all_wrong[s][t] = False
             stats.decoded_tokens += sum(len(tail) for tail in tails)
         stats.rollouts += len(todo)

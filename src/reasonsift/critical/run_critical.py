@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift.config import ConfigError, EvalConfig, config_to_dict
-from reasonsift.critical.counterfactual import CriticalStats, Solution, find_critical
+from reasonsift.critical.counterfactual import CriticalStats, find_critical
 from reasonsift.data.load import canonical_json, input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
-from reasonsift.data.render import prompt_text, tokenize_example
+from reasonsift.data.render import Tokenized, prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.generate import cut_at_stop, generate, stop_strings, stop_token_ids
 from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
@@ -106,8 +106,8 @@ class AnswerChecker:
     def correct(self, text: str, gold: str, kind: str) -> bool:
         return is_equivalent(extract_answer(text, kind), gold, kind)
 
-    def __call__(self, ids: list[int], sol: Solution) -> bool:
-        return self.correct(self.text(ids), sol.gold, sol.kind)
+    def __call__(self, ids: list[int], gold: str, kind: str) -> bool:
+        return self.correct(self.text(ids), gold, kind)
 
 
 def _responses(model: Any, tokenizer: Any, examples: list[Example], configs: dict[str, Any]) -> list[str]:
@@ -140,7 +140,7 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
         else:
             examples.append(ex)
             raws.append(raw.row)
-    kept: list[tuple[Any, Example, str, Solution]] = []
+    kept: list[tuple[Any, Example, str, Tokenized]] = []
     for raw_row, ex, response in zip(raws, examples, _responses(model, tokenizer, examples, configs)):
         if not check.correct(response, ex.answer, cc.answer_kind):
             counts["wrong"] += 1
@@ -149,7 +149,7 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
         if tok.n_response_tokens > cc.max_response_tokens:
             counts["too_long"] += 1
             continue
-        kept.append((raw_row, ex, response, Solution(tok.prompt_ids, tok.response_ids, ex.answer, cc.answer_kind)))
+        kept.append((raw_row, ex, response, tok))
     counts["kept"] = len(kept)
     eos_ids = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
@@ -158,7 +158,8 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
 
     with tqdm(desc="rollouts", unit="rollout", leave=False, disable=not progress) as bar:
         masks, stats = find_critical(model, [k[3] for k in kept], cc.alternatives, cc.rollout_extra_tokens, banned,
-                                     pad_id, eos_ids, cc.batch_size, check, progress=bar.update)
+                                     pad_id, eos_ids, cc.batch_size,
+                                     lambda ids, s: check(ids, kept[s][1].answer, cc.answer_kind), progress=bar.update)
     lines = [_out_row(raw_row, ex, response, mask, cc.responses)
              for (raw_row, ex, response, _), mask in zip(kept, masks)]
     info = {**counts, **dataclasses.asdict(stats), "response_tokens": sum(len(m) for m in masks),

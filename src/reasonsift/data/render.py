@@ -14,7 +14,7 @@ The loss covers response tokens only. A tokenizer without a chat template uses `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,12 +30,29 @@ PLAIN_TEMPLATE = "User: {prompt}\nAssistant: "
 
 @dataclass(frozen=True)
 class Tokenized:
-    """Token ids of one example, already truncated for scoring or training."""
+    """The one tokenized record: an example's prompt and response token ids.
+
+    What scoring scores, the critical stage tests and the embedding baseline embeds; only
+    ``tokenize_example`` makes one from an ``Example`` (tests and benchmarks may build one from ids).
+    """
 
     prompt_ids: list[int]
-    response_ids: list[int]  # first max_response_tokens response tokens (eos included if reached)
-    n_response_tokens: int  # full response length in tokens, eos included (for token accounting)
+    response_ids: list[int]  # the response tokens kept (eos included if reached)
+    n_response_tokens: int = field(default=-1)  # full response length, eos included; -1: len(response_ids)
     boundary_ok: bool = True  # prompt tokens were a prefix of prompt+response tokens
+
+    def __post_init__(self) -> None:
+        if self.n_response_tokens < 0:
+            object.__setattr__(self, "n_response_tokens", len(self.response_ids))
+
+    @property
+    def length(self) -> int:
+        """Tokens in one forward pass: prompt + kept response."""
+        return len(self.prompt_ids) + len(self.response_ids)
+
+    def window(self, n: int) -> Tokenized:
+        """The same record with only the first ``n`` response tokens kept (the scoring window)."""
+        return replace(self, response_ids=self.response_ids[:n])
 
 
 def prompt_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:

@@ -12,12 +12,11 @@ import random
 
 import torch
 
-from reasonsift.data.render import IGNORE_INDEX
+from reasonsift.data.render import IGNORE_INDEX, Tokenized, build_labels
 from reasonsift.loss import masked_token_nll
-from reasonsift.scoring.scorer import Item
 
 
-def _batch(items: list[Item], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(items: list[Tokenized], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) input_ids, attention_mask and labels (prompt and padding ignored)."""
     width = max(it.length for it in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
@@ -27,11 +26,11 @@ def _batch(items: list[Item], pad_id: int, device: torch.device) -> tuple[torch.
         seq = it.prompt_ids + it.response_ids
         ids[b, : len(seq)] = torch.tensor(seq)
         attn[b, : len(seq)] = 1
-        labels[b, len(it.prompt_ids): len(seq)] = torch.tensor(it.response_ids)
+        labels[b, : len(seq)] = build_labels(ids[b, : len(seq)], len(it.prompt_ids))
     return ids.to(device), attn.to(device), labels.to(device)
 
 
-def finetune_direction(model: torch.nn.Module, items: list[Item], steps: int, lr: float, seed: int,
+def finetune_direction(model: torch.nn.Module, items: list[Tokenized], steps: int, lr: float, seed: int,
                        batch_size: int = 8, pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Run a short SFT from the model's current weights and return θ_f (a state-dict copy).
 

@@ -32,14 +32,14 @@ import torch
 from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.data.load import input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
-from reasonsift.data.render import tokenize_example
+from reasonsift.data.render import Tokenized, tokenize_example
 from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
                                   is_done, mark_done, rank_world, read_json, save_config, wait_for, write_atomic,
                                   write_json_atomic)
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
-from reasonsift.scoring.scorer import Item, score_items, self_check
+from reasonsift.scoring.scorer import score_items, self_check
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
 def _score_unit(model: Any, shard: pa.Table, window: int, sc: Any, progress: bool) -> pa.Table:
     prompt_ids = shard.column("prompt_ids").to_pylist()
     response_ids = shard.column("response_ids").to_pylist()
-    items = [Item(p, r[:window]) for p, r in zip(prompt_ids, response_ids)]
+    items = [Tokenized(p, r).window(window) for p, r in zip(prompt_ids, response_ids)]
     nll = score_items(model, items, sc.batch_tokens, sc.max_batch_examples, sc.lm_head_chunk, progress)
     cols = {
         "id": shard.column("id"),
@@ -165,7 +165,7 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
         items = []
         for s in range(n_shards):
             t = pq.read_table(paths.token_shard(s), columns=["prompt_ids", "response_ids"])
-            items += [Item(p, r[: sc.long_tokens]) for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
+            items += [Tokenized(p, r).window(sc.long_tokens) for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
         rng = np.random.default_rng(sc.seed)
         sample = [items[i] for i in sorted(rng.choice(len(items), min(sc.finetune_examples, len(items)), replace=False))]
         from reasonsift.scoring.direction import finetune_direction
@@ -212,7 +212,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     # The fast path is checked on real examples: the first non-empty shard (a shard can be all rejected).
     first = pq.read_table(shard_files[next(i for i, n in enumerate(n_examples) if n)],
                           columns=["prompt_ids", "response_ids"])
-    check_items = [Item(p, r[: sc.long_tokens]) for p, r in
+    check_items = [Tokenized(p, r).window(sc.long_tokens) for p, r in
                    zip(first.column(0).to_pylist()[:4], first.column(1).to_pylist()[:4])]
     check_err = self_check(model, check_items)
     perturber = Perturber(model, sc.seed, isotropic_steps(sc.isotropic_std_start, sc.isotropic_std_end, sc.num_isotropic),

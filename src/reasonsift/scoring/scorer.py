@@ -18,26 +18,14 @@ the test oracle; ``self_check`` compares both on real data before a run trusts t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from reasonsift.data.render import Tokenized, build_labels
 from reasonsift.loss import masked_token_nll, token_nll
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One sequence to score: the prompt and the response tokens whose NLL is wanted."""
-
-    prompt_ids: list[int]
-    response_ids: list[int]
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.response_ids)
 
 
 def pack_plan(lengths: list[int], batch_tokens: int, max_examples: int) -> list[list[int]]:
@@ -104,7 +92,7 @@ def decoder_hidden(model: torch.nn.Module, seqs: list[list[int]], packed: bool) 
 
 
 @torch.inference_mode()
-def score_bin(model: torch.nn.Module, items: list[Item], chunk: int = 4096, packed: bool = True,
+def score_bin(model: torch.nn.Module, items: list[Tokenized], chunk: int = 4096, packed: bool = True,
               workspace: torch.Tensor | None = None) -> list[np.ndarray]:
     """Score one bin (packed row or padded batch); one (len(response_ids),) fp32 NLL array per item.
 
@@ -148,7 +136,7 @@ def default_batch_tokens(device: torch.device) -> int:
     return 16384 if device.type == "cuda" else 2048
 
 
-def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 0,
+def score_items(model: torch.nn.Module, items: list[Tokenized], batch_tokens: int = 0,
                 max_examples: int = 256, chunk: int = 4096, progress: bool = False,
                 packed: bool | None = None) -> list[np.ndarray]:
     """Score many items in bins of ``batch_tokens``; on out-of-memory, halve the budget and re-plan.
@@ -203,21 +191,20 @@ def score_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 0
 
 
 @torch.inference_mode()
-def score_reference(model: torch.nn.Module, items: list[Item]) -> list[np.ndarray]:
+def score_reference(model: torch.nn.Module, items: list[Tokenized]) -> list[np.ndarray]:
     """The plain path: one full forward per example, NLL from the full logits. The test oracle."""
     device = next(model.parameters()).device
     out = []
     for it in items:
         seq = torch.tensor([it.prompt_ids + it.response_ids], device=device)  # (1, T)
-        labels = seq.clone()
-        labels[:, : len(it.prompt_ids)] = -100
+        labels = build_labels(seq[0], len(it.prompt_ids))[None]  # (1, T)
         logits = model(input_ids=seq, use_cache=False).logits  # (1, T, V)
         nll, mask = masked_token_nll(logits, labels)
         out.append(nll[mask].float().cpu().numpy())
     return out
 
 
-def self_check(model: torch.nn.Module, items: list[Item], tol: float | None = None) -> float:
+def self_check(model: torch.nn.Module, items: list[Tokenized], tol: float | None = None) -> float:
     """Max |fast − reference| per-token NLL on a few packed items; raises if above ``tol``.
 
     Guards models whose architecture the fast path does not cover (logit soft-capping, scaled

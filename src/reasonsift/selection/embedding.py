@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reasonsift.scoring.scorer import Item, decoder_hidden, pack_plan, padded_plan, uses_packing
+from reasonsift.data.render import Tokenized
+from reasonsift.scoring.scorer import decoder_hidden, pack_plan, padded_plan, uses_packing
 
 
 @torch.inference_mode()
-def embed_items(model: torch.nn.Module, items: list[Item], batch_tokens: int = 8192,
+def embed_items(model: torch.nn.Module, items: list[Tokenized], batch_tokens: int = 8192,
                 progress: bool = False) -> np.ndarray:
     """(n, d) fp32 mean-pooled last-layer hidden states, one row per item."""
     packed = uses_packing(model)

@@ -64,14 +64,13 @@ def resolve_input(recorded: str, paths: RunPaths) -> str:
 
 def embedding_items(data: str, data_cfg: DataConfig, tokenizer: Any, row_index: list[int],
                     max_tokens: int) -> list[Any]:
-    """One ``Item`` per ``row_index`` (in that order): prompt + the *whole* response, cut to ``max_tokens``.
+    """One ``Tokenized`` per ``row_index`` (in that order): prompt + the *whole* response, cut to ``max_tokens``.
 
     The token shards hold only the scoring window (≤ long_tokens of the response); the official
     embedding baseline embeds the whole text up to 16,384 tokens, so the input is tokenized again
     with the same rendering as scoring (``tokenize_example``, same system prompt and fields).
     """
-    from reasonsift.data.render import tokenize_example
-    from reasonsift.scoring.scorer import Item
+    from reasonsift.data.render import Tokenized, tokenize_example
 
     where = {int(r): i for i, r in enumerate(row_index)}
     items: list[Any] = [None] * len(where)
@@ -82,7 +81,7 @@ def embedding_items(data: str, data_cfg: DataConfig, tokenizer: Any, row_index: 
         tk = tokenize_example(tokenizer, ex, data_cfg.system_prompt)
         # plain truncation of the whole sequence, as the official tokenizer(max_length=...) call does
         prompt = tk.prompt_ids[:max_tokens]
-        items[where[ex.row_index]] = Item(prompt, tk.response_ids[: max_tokens - len(prompt)])
+        items[where[ex.row_index]] = Tokenized(prompt, tk.response_ids[: max_tokens - len(prompt)])
     missing = [r for r, i in where.items() if items[i] is None]
     if missing:
         raise DataError(f"{data}: {len(missing)} scored row(s) are no longer in the input (first row index "

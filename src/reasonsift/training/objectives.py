@@ -42,7 +42,7 @@ import torch
 
 from reasonsift.config import OBJECTIVES
 from reasonsift.data.render import IGNORE_INDEX
-from reasonsift.loss import nll_from_logits
+from reasonsift.loss import masked_nll
 
 
 def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +72,7 @@ def per_token_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str) 
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-    mask = targets != IGNORE_INDEX
-    safe = targets.masked_fill(~mask, 0)  # any valid id; its loss is zeroed below
-    nll = nll_from_logits(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1)).view(targets.shape) * mask
+    nll, mask = masked_nll(logits, targets)
     if objective == "dft":
         # p = exp(-nll) is the model's probability of the target; detached so the gradient is
         # p * grad(nll) (a re-weighting), not the gradient of p * nll.
