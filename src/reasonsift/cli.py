@@ -3,9 +3,10 @@
     reasonsift score DATA --model M --run RUN [--direction-model F] [--seed S] [key=value ...]
     reasonsift select RUN --budget B [--method temp] [--seed S]
     reasonsift curate DATA --model M --budget B --run RUN          (score + select)
-    reasonsift critical DATA --model M --run RUN [--responses greedy|dataset]   (CFT masks)
+    reasonsift critical DATA --model M --run RUN [--responses greedy|dataset] [--engine hf|vllm]   (CFT masks)
+    reasonsift critical --run RUN --show N                        (traces with their critical tokens)
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
-    reasonsift evaluate --model DIR --benchmark FILE [--samples k]
+    reasonsift evaluate --model DIR --benchmark FILE [--samples k] [--engine hf|vllm]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
@@ -22,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
+from reasonsift.config import CRITICAL_METHODS, ENGINES, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
 
 logger = logging.getLogger("reasonsift")
 
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
+    p.add_argument("--method", choices=CRITICAL_METHODS,
+                   help="counterfactual (default): CFT's rollouts; numbers: digit tokens, a near-free approximation")
+    p.add_argument("--engine", choices=ENGINES, help="what generates: hf (default) or vllm (pip install "
+                                                     "'reasonsift[vllm]')")
+    p.add_argument("--show", type=int, metavar="N", help="print N examples of RUN/critical.jsonl with their critical "
+                   "tokens highlighted and write RUN/critical/show.html (DATA optional: without it, nothing is run)")
     _data_flags(p)
     _common(p)
     p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
     p.add_argument("--out", help="output folder (default MODEL/eval/<folder>-<file stem> of the benchmark)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    p.add_argument("--engine", choices=ENGINES, help="what generates: hf (default) or vllm (pip install "
+                                                     "'reasonsift[vllm]')")
     _common(p)
     p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
     p.add_argument("--out", default="runs/demo", help="output folder")
@@ -197,9 +206,16 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
 def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     from reasonsift.critical.run_critical import run_critical
 
+    if args.show is not None and not plain:  # only look at a finished run
+        from reasonsift.critical.show import show_critical
+
+        show_critical(args.run, args.show, color=sys.stdout.isatty())
+        return 0
     data = _one(plain, "DATA path or hub id")
     flags = [f"model.model={args.model}"] if args.model else []
     flags += [f"critical.responses={args.responses}"] if args.responses else []
+    flags += [f"critical.method={args.method}"] if args.method else []
+    flags += [f"critical.engine={args.engine}"] if args.engine else []
     configs = load_config(["data", "model", "critical"], args.config, _data_overrides(args) + flags + overrides)
     r = run_critical(data, configs, args.run, args.command_line, progress=not args.quiet)
     if r is None:
@@ -207,6 +223,10 @@ def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str
     print(f"kept {r['counts']['kept']} of {r['counts']['rows']} rows; {r['critical_tokens']:,} of "
           f"{r['positions_tested']:,} tokens critical ({100 * r['critical_share']:.1f}%) after {r['rollouts']:,} "
           f"rollouts -> {r['output']}")
+    if args.show:
+        from reasonsift.critical.show import show_critical
+
+        show_critical(args.run, args.show, color=sys.stdout.isatty())
     return 0
 
 
@@ -218,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str
     flags = [f"model.model={args.model}"]
     flags += [f"evaluate.samples={args.samples}"] if args.samples is not None else []
     flags += [f"evaluate.limit={args.limit}"] if args.limit is not None else []
+    flags += [f"evaluate.engine={args.engine}"] if args.engine else []
     configs = load_config(["model", "evaluate"], args.config, flags + overrides)
     m = run_evaluation(args.model, args.benchmark, configs, args.out, args.command_line, progress=not args.quiet)
     ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))

@@ -32,6 +32,10 @@ SelectMethod = Literal["temp", "random", "longest", "middle-perplexity", "diffic
 SELECT_METHODS: tuple[str, ...] = get_args(SelectMethod)
 Responses = Literal["greedy", "dataset"]
 RESPONSES: tuple[str, ...] = get_args(Responses)
+Engine = Literal["hf", "vllm"]  # what generates: transformers' generate, or vLLM (the [vllm] extra)
+ENGINES: tuple[str, ...] = get_args(Engine)
+CriticalMethod = Literal["counterfactual", "numbers"]
+CRITICAL_METHODS: tuple[str, ...] = get_args(CriticalMethod)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate only the first N items
     system_prompt: str | None = None  # must match the one used for training, if any
     answer_kind: AnswerKind = "auto"
+    engine: Engine = "hf"  # vllm: paged attention + continuous batching (pip install 'reasonsift[vllm]')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +133,9 @@ class CriticalConfig:
     """
 
     responses: Responses = "greedy"
+    method: CriticalMethod = "counterfactual"  # numbers: tokens holding a digit (a near-free approximation)
+    engine: Engine = "hf"  # generates greedy solutions and rollouts; vllm needs pip install 'reasonsift[vllm]'
+    stop_at_answer: bool = True  # end a rollout at its first completed final answer (\boxed{}, ####, answer: line)
     alternatives: int = 2  # substitutes per position (CFT: the 2nd and 3rd most probable tokens)
     max_new_tokens: int = 1024  # cap on a greedy solution (responses=greedy)
     max_response_tokens: int = 2048  # longer responses are skipped and counted (cost grows as length²)

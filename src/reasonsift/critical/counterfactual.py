@@ -22,10 +22,16 @@ Decisions the sources leave open (token-objectives.md §1.3), made here:
 * Substitutes are tried in rounds, most probable first; a later round rolls out only positions
   whose earlier substitutes all failed. The mask is the same as rolling out every substitute, and
   with CFT's "< 12 % critical" most positions need one rollout instead of two.
+* With ``answer_done`` (``critical.stop_at_answer``), a rollout ends at the first final answer it
+  completes (a closed ``\boxed{}``, a ``####`` line, an ``answer:`` line; ``answers.answer_end``) and
+  is judged by the text up to there: greedy decoding is prefix-consistent, so this is the judgement
+  of the full rollout cut at that answer, for a fraction of the decoded tokens. An answer completed
+  before the substitute does not count (it was the original's).
 
-Batching: all rollouts of a round (over every example of a shard) are sorted by length and run
-through ``model.generate`` in left-padded batches; a test checks the batched result against
-one-at-a-time greedy decoding.
+Batching: on the ``hf`` engine all rollouts of a round (over every example of a shard) are sorted
+by length and run through ``model.generate`` in left-padded batches; a test checks the batched
+result against one-at-a-time greedy decoding. On ``vllm`` a block of rollouts is submitted at once,
+ordered by response so the rollouts of one response share its cached prefix blocks.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from reasonsift.data.render import Tokenized
+from reasonsift.evaluation.vllm_engine import is_vllm
 from reasonsift.scoring.scorer import decoder_hidden
 
 
@@ -61,11 +69,17 @@ def substitutes(model: Any, prompt_ids: list[int], response_ids: list[int], k: i
                 banned: set[int]) -> list[list[int]]:
     """For each response position, the ``k`` most probable tokens other than the response's own
     token and ``banned`` ids, most probable first (fewer when the vocabulary runs out)."""
-    hidden, _ = decoder_hidden(model, [prompt_ids + response_ids], packed=False)  # (P + R, d)
-    # Logits only at the R rows that predict response tokens (row t predicts token t + 1): (R, V).
-    logits = model.get_output_embeddings()(hidden[len(prompt_ids) - 1: len(prompt_ids) + len(response_ids) - 1])
-    width = min(logits.shape[-1], k + 1 + len(banned))  # enough candidates to survive the exclusions
-    top = logits.float().topk(width, dim=-1).indices.tolist()  # (R, width), most probable first
+    width = k + 1 + len(banned)  # enough candidates to survive the exclusions
+    if is_vllm(model):
+        from reasonsift.evaluation.vllm_engine import top_tokens
+
+        [ranked] = top_tokens(model, [prompt_ids + response_ids], width)
+        top = ranked[len(prompt_ids) - 1: len(prompt_ids) + len(response_ids) - 1]  # (R, ≤ width)
+    else:
+        hidden, _ = decoder_hidden(model, [prompt_ids + response_ids], packed=False)  # (P + R, d)
+        # Logits only at the R rows that predict response tokens (row t predicts token t + 1): (R, V).
+        logits = model.get_output_embeddings()(hidden[len(prompt_ids) - 1: len(prompt_ids) + len(response_ids) - 1])
+        top = logits.float().topk(min(logits.shape[-1], width), dim=-1).indices.tolist()  # (R, width)
     out = []
     for t, candidates in enumerate(top):
         skip = banned | {response_ids[t]}
@@ -73,14 +87,56 @@ def substitutes(model: Any, prompt_ids: list[int], response_ids: list[int], k: i
     return out
 
 
+class _StopWhenDone(StoppingCriteria):
+    """HF stopping criterion: row r of the batch ends once ``done(rows[r], new ids)`` says its answer is complete.
+
+    Asked only after a token in ``may_end`` (one whose text holds ``}`` or a newline), so the text is
+    decoded a few times per line rather than at every step.
+    """
+
+    def __init__(self, rows: list[int], width: int, done: Callable[[int, list[int]], bool], may_end: set[int]):
+        self.rows, self.width, self.done, self.may_end = rows, width, done, may_end
+        self.stopped_at: dict[int, int] = {}  # batch row -> new tokens it kept
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # (B,)
+        last = input_ids[:, -1].tolist()
+        for r, tok in enumerate(last):
+            if r in self.stopped_at:
+                finished[r] = True
+            elif tok in self.may_end and self.done(self.rows[r], input_ids[r, self.width:].tolist()):
+                self.stopped_at[r] = input_ids.shape[1] - self.width
+                finished[r] = True
+        return finished
+
+
+def answer_end_tokens(tokenizer: Any) -> set[int]:
+    """Ids whose text holds a character that can complete a final answer (``answers.ANSWER_END_CHARS``)."""
+    from reasonsift.evaluation.answers import ANSWER_END_CHARS
+
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return {i for i, piece in enumerate(pieces) if any(c in piece for c in ANSWER_END_CHARS)}
+
+
 @torch.inference_mode()
 def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_id: int, eos_ids: list[int],
-                    batch_size: int, progress: Callable[[int], None] | None = None) -> list[list[int]]:
+                    batch_size: int, progress: Callable[[int], None] | None = None,
+                    done: Callable[[int, list[int]], bool] | None = None,
+                    may_end: set[int] | None = None) -> list[list[int]]:
     """Greedy continuation of each token prefix: at most ``caps[i]`` new tokens, cut before the first EOS.
 
     Prefixes are sorted by length and left-padded in batches of ``batch_size``, so rows of a batch
     need little padding; results come back in the input order. ``progress(n)``: n more rolled out.
+    ``done(i, new_ids)``: continuation i is complete (its final answer written) and ends there; asked
+    after tokens in ``may_end`` (``answer_end_tokens``). A vLLM ``model`` takes all prefixes at once.
     """
+    if is_vllm(model):
+        from reasonsift.evaluation.vllm_engine import greedy
+
+        out = greedy(model, prefixes, caps, eos_ids, done)
+        if progress is not None:
+            progress(len(prefixes))
+        return out
     device = next(model.parameters()).device
     order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
     out: list[list[int]] = [[] for _ in prefixes]
@@ -96,11 +152,13 @@ def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_
         budget = max(caps[i] for i in rows)
         if budget <= 0:
             continue
+        stop = _StopWhenDone(rows, width, done, may_end or set()) if done else None
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=budget,
                              do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id,
-                             eos_token_id=eos_ids or None)  # (B, W + new)
+                             eos_token_id=eos_ids or None,
+                             stopping_criteria=StoppingCriteriaList([stop]) if stop else None)  # (B, W + new)
         for r, i in enumerate(rows):
-            new = gen[r, width:].tolist()[:caps[i]]
+            new = gen[r, width:].tolist()[:min(caps[i], stop.stopped_at.get(r, caps[i]) if stop else caps[i])]
             cut = next((j for j, tok in enumerate(new) if tok in eos), len(new))
             out[i] = new[:cut]
         if progress is not None:
@@ -111,12 +169,16 @@ def greedy_rollouts(model: Any, prefixes: list[list[int]], caps: list[int], pad_
 def find_critical(model: Any, solutions: list[Tokenized], alternatives: int, extra_tokens: int, banned: set[int],
                   pad_id: int, eos_ids: list[int], batch_size: int,
                   is_correct: Callable[[list[int], int], bool],
-                  progress: Callable[[int], None] | None = None) -> tuple[list[list[int]], CriticalStats]:
+                  progress: Callable[[int], None] | None = None,
+                  answer_done: Callable[[list[int], list[int]], bool] | None = None,
+                  may_end: set[int] | None = None) -> tuple[list[list[int]], CriticalStats]:
     """The 0/1 critical mask over each solution's response tokens, and what it cost.
 
     ``solutions``: verified-correct responses, tokenized exactly as training will tokenize them
     (EOS included when the response ends with it). ``is_correct(response_ids, s)`` decodes a full response (prefix, substitute and
     continuation) and checks its final answer against solution ``s``'s gold; ``progress(n)`` is told of every n rollouts done.
+    ``answer_done(head_ids, tail_ids)``: the continuation ``tail_ids`` of response head ``head_ids`` has
+    completed a final answer, so the rollout ends there (``may_end``: the ids after which to ask).
     """
     stats = CriticalStats()
     eos = set(eos_ids)
@@ -133,16 +195,18 @@ def find_critical(model: Any, solutions: list[Tokenized], alternatives: int, ext
                 if all_wrong[s][t] and len(subs[s][t]) > j]
         if not todo:
             break
-        # Shortest prefixes first, then built a block at a time: all prefixes of a shard at once
-        # would hold ~ Σ T² token ids (a billion for 64 responses of 4k tokens).
-        todo.sort(key=lambda st: len(solutions[st[0]].prompt_ids) + st[1])
+        # Shortest prefixes first (hf: rows of a padded batch of similar length), or response by response
+        # (vllm: rollouts of one response share its cached prefix blocks); built a block at a time: all
+        # prefixes of a shard at once would hold ~ Σ T² token ids (a billion for 64 responses of 4k tokens).
+        todo.sort(key=(lambda st: st) if is_vllm(model) else (lambda st: len(solutions[st[0]].prompt_ids) + st[1]))
         block = batch_size * BLOCK_BATCHES
         for b in range(0, len(todo), block):
             part = todo[b:b + block]
             heads = [solutions[s].response_ids[:t] + [subs[s][t][j]] for s, t in part]
             prefixes = [solutions[s].prompt_ids + head for (s, _), head in zip(part, heads)]
             caps = [len(solutions[s].response_ids) - t + extra_tokens for s, t in part]
-            tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress)
+            done = (lambda r, tail, heads=heads: answer_done(heads[r], tail)) if answer_done else None
+            tails = greedy_rollouts(model, prefixes, caps, pad_id, eos_ids, batch_size, progress, done, may_end)
             for (s, t), head, tail in zip(part, heads, tails):
                 if is_correct(head + tail, s):
                     all_wrong[s][t] = False

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift.config import ConfigError, EvalConfig, config_to_dict
-from reasonsift.critical.counterfactual import CriticalStats, find_critical
+from reasonsift.critical.counterfactual import CriticalStats, answer_end_tokens, find_critical
+from reasonsift.critical.numbers import digit_tokens, numbers_mask
 from reasonsift.data.load import canonical_json, input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import Tokenized, prompt_text, tokenize_example
-from reasonsift.evaluation.answers import extract_answer, is_equivalent
-from reasonsift.evaluation.generate import cut_at_stop, generate, stop_strings, stop_token_ids
-from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
+from reasonsift.evaluation.answers import answer_end, extract_answer, is_equivalent
+from reasonsift.evaluation.generate import cut_at_stop, generate, load_generator, stop_strings, stop_token_ids
+from reasonsift.models import load_tokenizer, model_fingerprint, resolve_device, resolve_dtype
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
                                   is_done, mark_done, rank_world, read_json, save_config, write_json_atomic,
                                   write_text_atomic)
@@ -109,6 +110,10 @@ class AnswerChecker:
     def __call__(self, ids: list[int], gold: str, kind: str) -> bool:
         return self.correct(self.text(ids), gold, kind)
 
+    def complete(self, head: list[int], tail: list[int]) -> bool:
+        """Whether ``tail``, written after response head ``head``, has completed a final answer."""
+        return answer_end(self.text(head + tail), len(self.text(head))) is not None
+
 
 def _responses(model: Any, tokenizer: Any, examples: list[Example], configs: dict[str, Any]) -> list[str]:
     """The response each example is tested on: its own, or the model's greedy solution."""
@@ -122,6 +127,23 @@ def _responses(model: Any, tokenizer: Any, examples: list[Example], configs: dic
         prompts = [prompt_text(tokenizer, ex.prompt, dc.system_prompt or ex.system) for ex in batch]
         out += [gens[0].text for gens in generate(model, tokenizer, prompts, gen_cfg)]
     return out
+
+
+def banned_ids(tokenizer: Any, eos_ids: list[int]) -> set[int]:
+    """Ids never tried as substitutes: special tokens and end-of-turn ids (counterfactual module docstring)."""
+    return set(tokenizer.all_special_ids) | set(eos_ids)
+
+
+def _numbers_masks(solutions: list[Tokenized], tokenizer: Any, eos: set[int]) -> tuple[list[list[int]], CriticalStats]:
+    """``critical.method=numbers``: digit tokens (and the final EOS), counted like the counterfactual mask."""
+    digits = digit_tokens(tokenizer)
+    stats, masks = CriticalStats(), []
+    for sol in solutions:
+        masks.append(numbers_mask(sol.response_ids, digits, eos))
+        tested = len(sol.response_ids) - int(bool(sol.response_ids) and sol.response_ids[-1] in eos)
+        stats.positions += tested
+        stats.critical += sum(masks[-1][:tested])
+    return masks, stats
 
 
 def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | None]], configs: dict[str, Any],
@@ -152,19 +174,36 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
         kept.append((raw_row, ex, response, tok))
     counts["kept"] = len(kept)
     eos_ids = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
-    banned = set(tokenizer.all_special_ids) | set(eos_ids)
-    from tqdm.auto import tqdm
+    if cc.method == "numbers":
+        masks, stats = _numbers_masks([k[3] for k in kept], tokenizer, set(eos_ids))
+    else:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
+        from tqdm.auto import tqdm
 
-    with tqdm(desc="rollouts", unit="rollout", leave=False, disable=not progress) as bar:
-        masks, stats = find_critical(model, [k[3] for k in kept], cc.alternatives, cc.rollout_extra_tokens, banned,
-                                     pad_id, eos_ids, cc.batch_size,
-                                     lambda ids, s: check(ids, kept[s][1].answer, cc.answer_kind), progress=bar.update)
+        with tqdm(desc="rollouts", unit="rollout", leave=False, disable=not progress) as bar:
+            masks, stats = find_critical(
+                model, [k[3] for k in kept], cc.alternatives, cc.rollout_extra_tokens, banned_ids(tokenizer, eos_ids),
+                pad_id, eos_ids, cc.batch_size, lambda ids, s: check(ids, kept[s][1].answer, cc.answer_kind),
+                progress=bar.update, answer_done=check.complete if cc.stop_at_answer else None,
+                may_end=answer_end_tokens(tokenizer) if cc.stop_at_answer and kept else None)
     lines = [_out_row(raw_row, ex, response, mask, cc.responses)
              for (raw_row, ex, response, _), mask in zip(kept, masks)]
     info = {**counts, **dataclasses.asdict(stats), "response_tokens": sum(len(m) for m in masks),
             "masked_tokens": sum(sum(m) for m in masks)}
     return lines, info
+
+
+def load_critical_model(configs: dict[str, Any]) -> tuple[Any, Any]:
+    """(model, tokenizer) on ``critical.engine``; numbers masks of dataset responses need the tokenizer only."""
+    cc, mc = configs["critical"], configs["model"]
+    if cc.method == "numbers" and cc.responses == "dataset":
+        return None, load_tokenizer(mc.model, mc.trust_remote_code)
+    if cc.engine != "vllm":
+        return load_generator(mc.model, mc, cc.engine)
+    # vLLM fixes at start how many top tokens a request may ask for; substitutes need k + 1 + banned
+    # (a few more for end-of-turn ids only the generation config lists).
+    width = cc.alternatives + 1 + len(load_tokenizer(mc.model, mc.trust_remote_code).all_special_ids) + 8
+    return load_generator(mc.model, mc, cc.engine, max_logprobs=width)
 
 
 def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
@@ -188,7 +227,7 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     check_manifest(paths, data, configs, mc.model, device.type,
                    str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
     save_config(paths.critical_config, config_to_dict(configs), command)
-    model, tokenizer = load_model_and_tokenizer(mc.model, mc)
+    model, tokenizer = load_critical_model(configs)
     from tqdm.auto import tqdm
 
     rank, world = rank_world()
@@ -220,6 +259,14 @@ def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
     cc, c = configs["critical"], report["counts"]
     responses = ("the model's own greedy solutions, kept when their final answer is right" if cc.responses == "greedy"
                  else "the rows' own responses, kept when their final answer is right")
+    if cc.method == "numbers":
+        criterion = ("**Criterion**: numbers only (`critical.method=numbers`), an APPROXIMATION of CFT: a token is\n"
+                     "  marked when its text holds a digit; no rollouts. Compare CFT results against it.")
+    else:
+        criterion = (f"""**Criterion** (CFT, arXiv 2510.10974): a response token is critical when each of the model's
+  {cc.alternatives} most probable other tokens in its place, continued greedily (up to the rest of the
+  response + {cc.rollout_extra_tokens} tokens{", ended at the first completed final answer" if cc.stop_at_answer else ""}), ends in a wrong final answer
+  (`{cc.answer_kind}` extraction; engine `{cc.engine}`).""")
     return f"""---
 tags: [reasonsift, critical-tokens, cft, reasoning]
 ---
@@ -228,9 +275,7 @@ tags: [reasonsift, critical-tokens, cft, reasoning]
 - **Source data**: `{report['data']}` ({c['rows']} rows: {c['kept']} kept, {c['wrong']} answered wrong,
   {c['no_gold']} without a gold answer, {c['too_long']} over {cc.max_response_tokens} tokens, {c['rejected']} rejected)
 - **Model**: `{report['model']}`; responses: {responses}
-- **Criterion** (CFT, arXiv 2510.10974): a response token is critical when each of the model's
-  {cc.alternatives} most probable other tokens in its place, continued greedily (up to the rest of the
-  response + {cc.rollout_extra_tokens} tokens), ends in a wrong final answer (`{cc.answer_kind}` extraction).
+- {criterion}
   The final EOS is always marked; special tokens are never substitutes.
 - **Cost**: {report['rollouts']:,} rollouts ({report['rollouts_per_position']:.2f} per tested token),
   {report['decoded_tokens']:,} decoded tokens
@@ -258,7 +303,8 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         cost.add(CriticalStats(**{f.name: info.get(f.name, 0) for f in dataclasses.fields(CriticalStats)}))
     write_text_atomic(paths.critical, "".join(p.read_text(encoding="utf-8") for p in shards))
     report = {
-        "data": str(data), "model": mc.model, "responses": cc.responses, "counts": totals,
+        "data": str(data), "model": mc.model, "responses": cc.responses, "method": cc.method, "engine": cc.engine,
+        "counts": totals,
         "fields": input_schema(data, parse_field_overrides(configs["data"].fields), configs["data"].split),
         "positions_tested": cost.positions, "critical_tokens": cost.critical,
         "critical_share": cost.critical / cost.positions if cost.positions else 0.0,

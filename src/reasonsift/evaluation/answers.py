@@ -424,3 +424,38 @@ def is_equivalent(pred: str | None, gold: str, kind: str = "auto") -> bool:
         return bool(gold.strip()) and pred.strip() == gold.strip()
     return _math_verify_equal(pred, gold)
 
+
+
+# A final answer can only become complete when one of these characters is written: "}" closes a
+# \boxed{}, "\n" ends a "#### X" or "answer: X" line. Generation engines stop there and ask answer_end.
+ANSWER_END_CHARS = "}\n"
+_HASH_LINE_RE = re.compile(r"####[ \t]*([^\n]*)\n")
+# "answer: X" at the start of a line (the synthetic world's answer line, "Answer: 42" of chat models).
+_ANSWER_LINE_RE = re.compile(r"(?im)^[ \t*#]*(?:final[ \t]+)?answer[ \t*]*:[ \t*]*(\S[^\n]*)\n")
+
+
+def answer_end(text: str, start: int = 0) -> int | None:
+    """Where the first final answer completed after character ``start`` ends (an index into ``text``).
+
+    Complete means: a ``\\boxed{...}`` / ``\\fbox{...}`` whose braces close on non-empty content, or a
+    ``#### X`` or line-initial ``answer: X`` line ended by a newline. An answer completed at or before
+    ``start`` does not count (it was written before the part being generated). None: no such answer.
+    The critical stage ends a rollout there instead of decoding to its cap.
+    """
+    ends = []
+    for match in _BOX_RE.finditer(text):
+        i = match.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i >= len(text) or text[i] != "{":
+            continue
+        depth = 0
+        for j in range(i, len(text)):
+            depth += _BRACE_DEPTH.get(text[j], 0)
+            if depth == 0:
+                if text[i + 1:j].strip() and j + 1 > start:
+                    ends.append(j + 1)
+                break
+    for regex in (_HASH_LINE_RE, _ANSWER_LINE_RE):
+        ends += [m.end() for m in regex.finditer(text) if _clean_span(m.group(1)) and m.end() > start]
+    return min(ends, default=None)

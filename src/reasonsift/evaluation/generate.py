@@ -3,6 +3,10 @@
 Both stages must stop a completion at the same places (the model's end-of-turn ids, and for a
 tokenizer without a chat template the plain template's next ``User:`` turn), or a solution the
 critical stage verified would read differently from the one evaluation scores.
+
+Two engines (``evaluate.engine`` / ``critical.engine``): ``hf`` runs ``model.generate`` on left-padded
+batches; ``vllm`` (``evaluation.vllm_engine``) gets the same prompts as token ids. ``load_generator``
+returns the engine's model, and every function here takes either.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from reasonsift.config import EvalConfig
+from reasonsift.config import EvalConfig, ModelConfig
 from reasonsift.data.render import PLAIN_TEMPLATE
+from reasonsift.evaluation.vllm_engine import is_vllm
 
 # The plain fallback template's next user turn ("\nUser:"): a base model without a chat template
 # keeps writing the dialogue after its answer, and nothing else would stop it before max_new_tokens.
@@ -56,19 +61,51 @@ def finish(ids: list[int], text: str, eos: set[int], stops: list[str], max_new_t
     return Generation(text, truncated=not ended and len(ids) >= max_new_tokens)
 
 
+def load_generator(model_path: str, mc: ModelConfig, engine: str = "hf", max_logprobs: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) for ``engine``: an HF model, or the process's vLLM engine
+    (``max_logprobs``: the most top-token candidates a later ``prompt_logprobs`` call asks for)."""
+    if engine == "vllm":
+        from reasonsift.evaluation.vllm_engine import MIN_LOGPROBS, load_vllm
+
+        return load_vllm(model_path, mc, max(max_logprobs, MIN_LOGPROBS))
+    from reasonsift.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(model_path, mc)
+
+
+def _generate_vllm(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig,
+                   stops: list[str]) -> list[list[Generation]]:
+    from reasonsift.evaluation.vllm_engine import sample
+
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]  # the ids the HF path feeds generate
+    eos = stop_token_ids(model, tokenizer)
+    outs = sample(model, ids, cfg.samples, cfg.temperature, cfg.top_p, cfg.max_new_tokens, eos, stops, cfg.seed)
+    gens = []
+    for completions in outs:
+        row = []
+        for new, ended in completions:
+            text, stopped = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stops)
+            row.append(Generation(text, truncated=not (ended or stopped) and len(new) >= cfg.max_new_tokens))
+        gens.append(row)
+    return gens
+
+
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig,
              stops: list[str] | None = None) -> list[list[Generation]]:
     """``cfg.samples`` completions per rendered prompt (left-padded batch).
 
     Stops at any of ``stop_token_ids`` and at ``stops`` (default ``stop_strings(tokenizer)``).
+    ``model`` from ``load_generator``: an HF model, or a vLLM engine (the same prompts as token ids).
     """
+    stops = stop_strings(tokenizer) if stops is None else stops
+    if is_vllm(model):
+        return _generate_vllm(model, tokenizer, prompts, cfg, stops)
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     sampling = cfg.temperature > 0
     eos = stop_token_ids(model, tokenizer)
-    stops = stop_strings(tokenizer) if stops is None else stops
     out = model.generate(
         **enc, max_new_tokens=cfg.max_new_tokens, do_sample=sampling,
         temperature=cfg.temperature if sampling else None, top_p=cfg.top_p if sampling else None,

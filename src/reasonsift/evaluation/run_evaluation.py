@@ -32,9 +32,9 @@ from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.data.render import prompt_text
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.benchmarks import load_benchmark
-from reasonsift.evaluation.generate import generate
+from reasonsift.evaluation.generate import generate, load_generator
 from reasonsift.evaluation.metrics import summarize
-from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
+from reasonsift.models import model_fingerprint, resolve_device, resolve_dtype
 from reasonsift.runfolder import check_resume, file_sha256, flat_settings, save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     done = _done_items(results_path)
     if done:
         check_manifest(out, manifest)  # before loading: a refused resume should fail fast
-    model, tokenizer = load_model_and_tokenizer(model_path, mc)
+    model, tokenizer = load_generator(model_path, mc, cfg.engine)
     # Only now, with the model loaded, does OUT come into being: a failed load leaves nothing behind.
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.yaml", config_to_dict(configs), command)
@@ -161,7 +161,7 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     metrics["empty_generations"] = sum(1 for r in per_item for g in r["generations"] if not g.strip())
     metrics["truncated_generations"] = sum(1 for r in per_item for t in r["truncated"] if t)
     metrics["no_answer_extracted"] = sum(1 for r in per_item for p in r["predictions"] if p is None)
-    metrics.update({"model": str(model_path), "benchmark": str(benchmark), "samples": cfg.samples,
+    metrics.update({"model": str(model_path), "benchmark": str(benchmark), "engine": cfg.engine, "samples": cfg.samples,
                     "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens})
     if metrics["empty_generations"]:
         logger.warning("%d generations were empty (counted as wrong)", metrics["empty_generations"])
