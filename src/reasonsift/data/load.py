@@ -1,6 +1,7 @@
 """Read an SFT pool from disk or the hub and map each row to an ``Example``.
 
-Formats: ``.jsonl`` (optionally ``.gz``), ``.json`` (an array of objects), ``.parquet``, a folder
+Formats: ``.jsonl`` (optionally ``.gz``), ``.json`` (an array of objects), ``.parquet``, FLAN's CoT
+``.tsv`` (question, answer, rationale), a folder
 written by ``datasets.save_to_disk``, or a ``datasets`` hub id (``datasets.load_dataset``).
 Reading is streamed row by row (only ``.json`` arrays are parsed whole), so memory does not grow
 with the pool.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasonsift.data.marked_answer import marked_answer
 from reasonsift.data.records import BadRow, DataError, Example
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_c
 FINAL_KEYS = ("distilled_answer_string", "attempt", "answer", "solution", "final_answer")
 RESPONSE_KEYS = ("response", "completion", "output", "solution", "answer", "distilled_answer_string", "attempt")
 GOLD_COLUMNS = ("answer", "final_answer", "gold")  # a gold final answer beside a response column
-ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "idx")
+# The one list of id columns (benchmarks use it too, so a row has the same id in every stage).
+ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "problem_id", "idx")
 CHAT_KEYS = ("messages", "conversations")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "system": "system", "model": "assistant", "bot": "assistant"}
@@ -148,6 +151,26 @@ def _iter_parquet(path: Path) -> Iterator[RawRow]:
             index += 1
 
 
+def _iter_flan_tsv(path: Path) -> Iterator[RawRow]:
+    """FLAN's CoT ``.tsv``: ``question\\tanswer\\trationale``, no header, newlines as a literal ``\\n``."""
+    with open(path, encoding="utf-8") as f:
+        index = 0
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            where = f"{path.name}:{line_no}"
+            if len(fields) != 3:
+                yield RawRow(index, where, line, None, "expected 3 tab-separated columns (question, answer, "
+                                                      f"rationale), got {len(fields)}")
+            else:
+                question, answer, rationale = (field.replace("\\n", "\n") for field in fields)
+                row = {"question": question, "answer": answer, "rationale": rationale}
+                yield RawRow(index, where, canonical_json(row), row)
+            index += 1
+
+
 def _first_line(e: Exception) -> str:
     """An exception as one line (library messages often span several)."""
     text = str(e).strip()
@@ -182,7 +205,10 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
             return _iter_json(path)
         if name.endswith(".parquet"):
             return _iter_parquet(path)
-        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a save_to_disk folder)")
+        if name.endswith(".tsv"):
+            return _iter_flan_tsv(path)
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet, FLAN .tsv or a save_to_disk "
+                        "folder)")
     if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(source)) and not str(source).endswith((".jsonl", ".json", ".parquet")):
         import datasets
 
@@ -255,26 +281,6 @@ def _from_chat(turns: Any, key: str) -> tuple[str, str, str | None]:
     if not response.strip():
         raise BadRow(f"field '{key}' has an empty assistant turn")
     return prompt, response, system
-
-
-def _boxed(text: str) -> str:
-    """Content of the last ``\\boxed{...}`` (balanced braces), or ""."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return ""
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j]
-    return ""
-
-
-def _final_answer(response: str) -> str:
-    """A final answer found inside a response (GSM8K ``####``, MATH ``\\boxed{}``), else ""."""
-    if "####" in response:
-        return response.rsplit("####", 1)[1].strip()
-    return _boxed(response)
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -401,7 +407,7 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
     gold = row.get(schema["gold"]) if "gold" in schema else None
     if not answer and gold is not None and not isinstance(gold, (list, dict)):
         answer = str(gold).strip()
-    answer = answer or _final_answer(response)
+    answer = answer or marked_answer(response)
     if "id" in schema:
         if row.get(schema["id"]) is None:
             raise BadRow(f"missing field '{schema['id']}'")

@@ -21,7 +21,6 @@ Arrow table, so memory stays ~9 bytes per token rather than a Python object per 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import replace
@@ -32,11 +31,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from reasonsift.config import DataConfig
-from reasonsift.data.load import iter_examples, parse_field_overrides
+from reasonsift.config import DataConfig, TrainConfig
+from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import IGNORE_INDEX, build_labels, tokenize_example
-from reasonsift.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,36 +55,19 @@ def load_mask_file(path: str | Path, mask_column: str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: mask file not found")
-    if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        names = pq.ParquetFile(path).schema_arrow.names
-        missing = [c for c in ("id", mask_column) if c not in names]
-        if missing:
-            raise DataError(f"{path}: no column(s) {', '.join(missing)} (columns: {', '.join(names)})")
-        table = pq.read_table(path, columns=["id", mask_column])
-        rows = zip(table.column("id").to_pylist(), table.column(mask_column).to_pylist())
-        items = [(str(i), m, f"{path.name} row {n}") for n, (i, m) in enumerate(rows)]
-    elif path.name.endswith((".jsonl", ".ndjson")):
-        items = []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path.name}:{line_no}: malformed JSON ({e.msg})") from None
-                if not isinstance(row, dict) or "id" not in row or mask_column not in row:
-                    raise DataError(f"{path.name}:{line_no}: expected an object with 'id' and '{mask_column}'")
-                items.append((str(row["id"]), row[mask_column], f"{path.name}:{line_no}"))
-    else:
+    if not path.name.endswith((".jsonl", ".ndjson", ".parquet")):
         raise DataError(f"{path}: mask file must be .jsonl or .parquet")
     masks: dict[str, np.ndarray] = {}
-    for example_id, value, where in items:
+    for raw in iter_rows(path):
+        if raw.row is None:
+            raise DataError(f"{raw.where}: {raw.error}")
+        if "id" not in raw.row or mask_column not in raw.row:
+            raise DataError(f"{raw.where}: expected an object with 'id' and '{mask_column}' (columns: "
+                            f"{', '.join(raw.row)})")
+        example_id = str(raw.row["id"])
         if example_id in masks:
-            raise DataError(f"{where}: duplicate id {example_id!r} in the mask file")
-        masks[example_id] = _as_mask(value, example_id, f"'{mask_column}' in {path.name}")
+            raise DataError(f"{raw.where}: duplicate id {example_id!r} in the mask file")
+        masks[example_id] = _as_mask(raw.row[mask_column], example_id, f"'{mask_column}' in {path.name}")
     return masks
 
 
