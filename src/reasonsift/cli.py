@@ -18,21 +18,28 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
+from reasonsift import api
+from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError
 
 logger = logging.getLogger("reasonsift")
 
 
+# An override is ``section.key=value`` (or a plain ``key=value`` alias, see reasonsift.config); a word
+# whose part before "=" is anything else ("data/a=b.jsonl", "./x=1") is a positional path.
+_OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?=.*", re.DOTALL)
+
+
 def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` overrides from plain positional arguments."""
+    """Separate ``key=value`` overrides from plain positional arguments, by their form alone."""
     plain, overrides = [], []
     for v in values:
-        is_override = "=" in v and not Path(v).exists() and not v.startswith(("/", "."))
-        (overrides if is_override else plain).append(v)
+        (overrides if _OVERRIDE_RE.fullmatch(v) else plain).append(v)
     return plain, overrides
 
 
@@ -111,53 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.field:
-        out.append("data.fields=" + ",".join(args.field))
-    if args.system_prompt is not None:
-        out.append(f"data.system_prompt={args.system_prompt}")  # text fields keep the characters typed
-    if args.skip_bad_rows:
-        out.append("data.skip_bad_rows=true")
-    if args.limit is not None:
-        out.append(f"data.limit={args.limit}")
-    return out
-
-
-def _score_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.model:
-        out.append(f"model.model={args.model}")
-    if args.direction_model:
-        out.append(f"score.direction_model={args.direction_model}")
-    if args.seed is not None:
-        out.append(f"score.seed={args.seed}")
-    return out
-
-
-def _select_overrides(args: argparse.Namespace) -> list[str]:
-    from reasonsift.api import select_flags
-
-    out = select_flags(getattr(args, "budget", None), getattr(args, "budget_tokens", None),
-                       getattr(args, "method", None))
-    if getattr(args, "seed", None) is not None and args.command == "select":
-        out.append(f"select.seed={args.seed}")
-    return out
-
-
 def _one(plain: list[str], what: str) -> str:
     if len(plain) != 1:
         raise ConfigError(f"expected exactly one {what}, got {len(plain)}: {' '.join(plain) or '(none)'}")
     return plain[0]
 
 
-def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.scoring.run_scoring import run_scoring
+def _data(args: argparse.Namespace) -> dict[str, Any]:
+    """The reading flags every DATA-taking command has, as the API's keyword arguments."""
+    return {"fields": args.field, "system_prompt": args.system_prompt, "skip_bad_rows": args.skip_bad_rows,
+            "limit": args.limit}
 
-    data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
+
+def _common_kwargs(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    return {"config": args.config, "overrides": overrides, "progress": not args.quiet, "command": args.command_line}
+
+
+# Each command is one call into the API (the one front door) and one summary line.
+
+def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    report = api.score(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.seed,
+                       **_data(args), **_common_kwargs(args, overrides))
     if report:
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
@@ -168,40 +149,26 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
 
 
 def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.selection.run_selection import run_selection
-
     run = _one(plain, "RUN folder")
-    configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
-    report = run_selection(run, configs, args.command_line, progress=not args.quiet)
+    report = api.select(run, args.budget, args.budget_tokens, args.method, args.seed, **_common_kwargs(args, overrides))
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
           f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
     return 0
 
 
 def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.scoring.run_scoring import run_scoring
-    from reasonsift.selection.run_selection import run_selection
-
-    data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score", "select"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + _select_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
-    if report is None:
+    sel = api.curate(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.budget,
+                     args.budget_tokens, args.method, args.seed, **_data(args), **_common_kwargs(args, overrides))
+    if sel is None:
         return 0  # another rank merges and selects
-    sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
-    print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
+    print(f"selected {sel['n_selected']} of {sel['scoring']['counts']['examples']} examples "
           f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
     return 0
 
 
 def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.critical.run_critical import run_critical
-
-    data = _one(plain, "DATA path or hub id")
-    flags = [f"model.model={args.model}"] if args.model else []
-    flags += [f"critical.responses={args.responses}"] if args.responses else []
-    configs = load_config(["data", "model", "critical"], args.config, _data_overrides(args) + flags + overrides)
-    r = run_critical(data, configs, args.run, args.command_line, progress=not args.quiet)
+    r = api.critical(_one(plain, "DATA path or hub id"), args.model, args.run, args.responses, **_data(args),
+                     **_common_kwargs(args, overrides))
     if r is None:
         return 0  # another rank merges
     print(f"kept {r['counts']['kept']} of {r['counts']['rows']} rows; {r['critical_tokens']:,} of "
@@ -210,45 +177,31 @@ def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.evaluation.run_evaluation import run_evaluation
-
-    if plain:
-        raise ConfigError(f"unexpected arguments: {' '.join(plain)}")
-    flags = [f"model.model={args.model}"]
-    flags += [f"evaluate.samples={args.samples}"] if args.samples is not None else []
-    flags += [f"evaluate.limit={args.limit}"] if args.limit is not None else []
-    configs = load_config(["model", "evaluate"], args.config, flags + overrides)
-    m = run_evaluation(args.model, args.benchmark, configs, args.out, args.command_line, progress=not args.quiet)
-    ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))
-    print(f"{m['benchmark']}: accuracy {m['accuracy']:.3f} over {m['n_items']} items; {ks}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.synth.demo import run_demo
-
-    if plain or overrides:
-        raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=tuple(args.methods))
-    return 0
-
-
 def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.training.run_training import run_training
-
-    data = _one(plain, "DATA path or hub id")
-    flags = [f"model.model={args.model}"] if args.model else []
-    flags += [f"train.objective={args.objective}"] if args.objective else []
-    flags += ["train.lora=true"] if args.lora else []
-    configs = load_config(["data", "model", "train"], args.config, _data_overrides(args) + flags + overrides)
-    report = run_training(data, configs, args.out, args.command_line, progress=not args.quiet)
+    report = api.train(_one(plain, "DATA path or hub id"), args.model, args.out, args.objective, args.lora,
+                       **_data(args), **_common_kwargs(args, overrides))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate/torchrun only the first process reports
     final = report["final_loss"]
     print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
           f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
           f"{'n/a' if final is None else f'{final:.4f}'} -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    if plain:
+        raise ConfigError(f"unexpected arguments: {' '.join(plain)}")
+    m = api.evaluate(args.model, args.benchmark, args.out, args.samples, args.limit, **_common_kwargs(args, overrides))
+    ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))
+    print(f"{m['benchmark']}: accuracy {m['accuracy']:.3f} over {m['n_items']} items; {ks}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    if plain or overrides:
+        raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
+    api.demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=args.methods)
     return 0
 
 

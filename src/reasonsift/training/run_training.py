@@ -132,9 +132,8 @@ def sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
         dataset_kwargs={"skip_prepare_dataset": True},  # our input_ids/labels are used as they are
         packing=False, padding_free=False, dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # without it a CPU-only torchrun/accelerate launch does not use DDP
-        # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults it to True: set it explicitly).
-        **{"activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
-           else "gradient_checkpointing": cfg.gradient_checkpointing},
+        # TRL defaults it to True: set it explicitly (transformers >= 5.23 calls it activation_checkpointing).
+        activation_checkpointing=cfg.gradient_checkpointing,
     )
 
 
