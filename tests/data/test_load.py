@@ -13,7 +13,7 @@ import pytest
 
 from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError, Example
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, shared_data_or_skip
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 MATH = SHARED_DATA / "math" / "train.jsonl"
@@ -34,9 +34,7 @@ def one(row: dict, tmp_path: Path, **kwargs) -> Example:
 
 
 def real_rows(path: Path, n: int) -> list[dict]:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
-    with open(path, encoding="utf-8") as f:
+    with open(shared_data_or_skip(path), encoding="utf-8") as f:
         return [json.loads(next(f)) for _ in range(n)]
 
 
