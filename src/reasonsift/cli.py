@@ -65,6 +65,12 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
 
 
+def _select_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=int, help="number of examples")
+    p.add_argument("--budget-tokens", type=int, help="total response tokens")
+    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
     parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
@@ -74,17 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     _common(p)
     p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
-    p.add_argument("--budget", type=int, help="number of examples")
-    p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+    _select_flags(p)
     p.add_argument("--seed", type=int, help="selection seed (select.seed)")
     _common(p)
     p = sub.add_parser("curate", help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
-    p.add_argument("--budget", type=int, help="number of examples")
-    p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+    _select_flags(p)
     _common(p)
     p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
     p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
