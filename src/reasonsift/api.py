@@ -41,7 +41,7 @@ def _words(overrides: Overrides) -> list[str]:
     return list(overrides)
 
 
-def _configs(sections: list[str], config: str | Path | None, flags: Mapping[str, Any],
+def resolve_configs(sections: list[str], config: str | Path | None, flags: Mapping[str, Any],
              overrides: Overrides) -> dict[str, Any]:
     """Resolve a command's configs: defaults < YAML < its keyword arguments (``flags``, unset ones left
     out) < ``overrides``. The one place where arguments become ``section.key=value`` words."""
@@ -68,7 +68,7 @@ def score(data: str | Path, model: str | None = None, run: str | Path = "", dire
     """``reasonsift score``: write ``RUN/scores.parquet``; returns ``report.json`` (None off the merging rank)."""
     from reasonsift.scoring.run_scoring import run_scoring
 
-    configs = _configs(["data", "model", "score"], config,
+    configs = resolve_configs(["data", "model", "score"], config,
                        {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
                         **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
     return run_scoring(str(data), configs, run, command or _command(
@@ -81,7 +81,7 @@ def select(run: str | Path, budget: int | None = None, budget_tokens: int | None
     """``reasonsift select``: write ``RUN/selected.jsonl`` and its card; returns the selection report."""
     from reasonsift.selection.run_selection import run_selection
 
-    configs = _configs(["select"], config, {"select.budget": budget, "select.budget_tokens": budget_tokens,
+    configs = resolve_configs(["select"], config, {"select.budget": budget, "select.budget_tokens": budget_tokens,
                                             "select.method": method, "select.seed": seed}, overrides)
     return run_selection(run, configs, command or _command("select", str(run), budget=budget, budget_tokens=budget_tokens,
                                                            method=method, seed=seed), progress)
@@ -97,7 +97,7 @@ def curate(data: str | Path, model: str | None = None, run: str | Path = "", dir
     from reasonsift.scoring.run_scoring import run_scoring
     from reasonsift.selection.run_selection import run_selection
 
-    configs = _configs(["data", "model", "score", "select"], config,
+    configs = resolve_configs(["data", "model", "score", "select"], config,
                        {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
                         "select.budget": budget, "select.budget_tokens": budget_tokens, "select.method": method,
                         **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
@@ -117,7 +117,7 @@ def critical(data: str | Path, model: str | None = None, run: str | Path = "", r
     (None off the merging rank)."""
     from reasonsift.critical.run_critical import run_critical
 
-    configs = _configs(["data", "model", "critical"], config,
+    configs = resolve_configs(["data", "model", "critical"], config,
                        {"model.model": model, "critical.responses": responses,
                         **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
     return run_critical(str(data), configs, run, command or _command(
@@ -131,7 +131,7 @@ def train(data: str | Path, model: str | None = None, out: str | Path = "", obje
     """``reasonsift train``: fine-tune MODEL on DATA into OUT; returns the train report."""
     from reasonsift.training.run_training import run_training
 
-    configs = _configs(["data", "model", "train"], config,
+    configs = resolve_configs(["data", "model", "train"], config,
                        {"model.model": model, "train.objective": objective, "train.lora": lora,
                         **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
     return run_training(str(data), configs, out, command or _command(
@@ -144,7 +144,7 @@ def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, s
     """``reasonsift evaluate``: accuracy and pass@k of MODEL on BENCHMARK; returns the metrics."""
     from reasonsift.evaluation.run_evaluation import run_evaluation
 
-    configs = _configs(["model", "evaluate"], config,
+    configs = resolve_configs(["model", "evaluate"], config,
                        {"model.model": model, "evaluate.samples": samples, "evaluate.limit": limit}, overrides)
     return run_evaluation(model, str(benchmark), configs, out, command or _command(
         "evaluate", model, benchmark=str(benchmark), out=out, samples=samples, limit=limit), progress)

@@ -35,7 +35,7 @@ logger = logging.getLogger("reasonsift")
 _OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?=.*", re.DOTALL)
 
 
-def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
+def split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``key=value`` overrides from plain positional arguments, by their form alone."""
     plain, overrides = [], []
     for v in values:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    plain, overrides = _split_overrides(args.args)
+    plain, overrides = split_overrides(args.args)
     from reasonsift.data.records import DataError
     from reasonsift.models import ModelLoadError
 
