@@ -114,3 +114,13 @@ def test_flat_settings_name_section_and_key_and_leave_out_speed_knobs():
 
     flat = flat_settings({"score": ScoreConfig(), "select": SelectConfig(budget=3)}, ["score.batch_tokens"])
     assert flat["score.seed"] == 42 and flat["select.budget"] == 3 and "score.batch_tokens" not in flat
+
+
+def test_a_manifest_of_an_older_format_is_one_named_change(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_json_atomic(path, {"input": "abc", "config": "0123456789abcdef"})  # before settings were recorded
+    with pytest.raises(ConfigError) as err:
+        check_resume(path, {"input": "abc", "settings": {"score.seed": 42, "score.long_tokens": 1000}}, True,
+                     "RUN holds scores", "start over")
+    assert "settings not recorded before" in str(err.value) and "score.seed" not in str(err.value)
+    assert "config '0123456789abcdef' -> None" in str(err.value)

@@ -277,9 +277,13 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str]
     A mapping value (a manifest's ``settings``) is compared key by key, under its own keys.
     """
     skip = set(ignore)
-    old, new = _flat(old), _flat(new)
-    return [f"{k} {_shown(old.get(k))} -> {_shown(new.get(k))}" for k in sorted(set(old) | set(new))
-            if k not in skip and old.get(k) != new.get(k)]
+    # A mapping one side lacks (a manifest an older reasonsift wrote): one entry, not every key in it.
+    unrecorded = [f"{k} not recorded before" if k not in old else f"{k} no longer recorded"
+                  for k in sorted(set(old) ^ set(new)) if isinstance(old.get(k, new.get(k)), dict)]
+    before = _flat({k: v for k, v in old.items() if k in new or not isinstance(v, dict)})
+    after = _flat({k: v for k, v in new.items() if k in old or not isinstance(v, dict)})
+    return unrecorded + [f"{k} {_shown(before.get(k))} -> {_shown(after.get(k))}"
+                         for k in sorted(set(before) | set(after)) if k not in skip and before.get(k) != after.get(k)]
 
 
 def _flat(manifest: dict[str, Any]) -> dict[str, Any]:
