@@ -82,3 +82,88 @@ def test_save_config_has_header_and_loads_back(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# written by: reasonsift score pool.jsonl\n")
     assert yaml.safe_load(text) == resolved
+
+
+# --- run_lock: one owner per folder, cooperating ranks share it ---------------------------------
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from reasonsift.runfolder import run_lock
+with run_lock(Path(sys.argv[1]), sys.argv[2], "score"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(folder, key, rank=0, world=1):
+    """A child process that owns ``folder`` with ``key`` until it is killed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "RANK": str(rank), "WORLD_SIZE": str(world)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), key], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_run_lock_refuses_another_config_and_a_second_copy(tmp_path, monkeypatch):
+    from reasonsift.config import ConfigError
+    from reasonsift.runfolder import run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a")
+    try:
+        monkeypatch.delenv("RANK", raising=False)
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        with pytest.raises(ConfigError, match=r"in use by another score \(pid \d+ on .*different config"):
+            with run_lock(run, "config-b", "score"):
+                pass
+        with pytest.raises(ConfigError, match="already being written by .* same config"):
+            with run_lock(run, "config-a", "score"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_lock_lets_cooperating_ranks_share_the_folder(tmp_path, monkeypatch):
+    from reasonsift.runfolder import LOCK_DIR, run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a", rank=0, world=2)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with run_lock(run, "config-a", "score"):
+            assert len(list((run / LOCK_DIR).glob("*.json"))) == 2
+        assert len(list((run / LOCK_DIR).glob("*.json"))) == 1  # only the other rank's is left
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
+    from reasonsift.runfolder import LOCK_DIR, run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a")
+    proc.kill()  # kill -9: no chance to remove its lock file
+    proc.wait()
+    assert len(list((run / LOCK_DIR).glob("*.json"))) == 1
+    monkeypatch.delenv("RANK", raising=False)
+    with run_lock(run, "config-b", "score"):
+        (run / "out.txt").write_text("x")
+    assert not (run / LOCK_DIR).exists() and (run / "out.txt").exists()
+
+
+def test_run_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path):
+    from reasonsift.runfolder import run_lock
+
+    run = tmp_path / "a" / "b" / "run"
+    with pytest.raises(RuntimeError):
+        with run_lock(run, "k", "score"):
+            raise RuntimeError("failed before writing anything")
+    assert not (tmp_path / "a").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from reasonsift.cli import main
 
@@ -186,3 +187,44 @@ def test_a_pool_of_only_bad_rows_is_an_error_with_the_rows_kept(tiny_model_dir, 
     assert len(err.splitlines()) == 1 and "every row was rejected" in err
     assert len((run / "rejected.jsonl").read_text().splitlines()) == 2
     assert not (run / "scores.parquet").exists()
+
+
+def test_two_processes_with_different_configs_on_one_folder(gsm8k_sample, tiny_model_dir, tiny_direction_dir,
+                                                            tmp_path):
+    """Started together on a fresh folder, exactly one runs; the folder then equals a single run's."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    seeds = (42, 7)
+    procs = [subprocess.Popen([sys.executable, "-m", "reasonsift.cli",
+                               *score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, run, "--seed", str(s), "data.limit=16")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in seeds]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    winner = seeds[[rc for rc, _ in results].index(0)]
+    refused = next(err for rc, err in results if rc == 2)
+    assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
+    assert "in use by another score" in refused or "different config" in refused
+    reference = tmp_path / "reference"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, reference, "--seed", str(winner),
+                           "data.limit=16")) == 0
+    assert pq.read_table(run / "scores.parquet").equals(pq.read_table(reference / "scores.parquet"))
+    assert yaml.safe_load((run / "config.yaml").read_text())["score"]["seed"] == winner
+    assert not (run / ".lock").exists()
+
+
+def test_a_run_that_fails_validation_creates_nothing(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["--run", str(run), "--quiet", "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(["score", str(tmp_path / "missing.jsonl"), "--model", str(tiny_model_dir), *base]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.suffix != ".safetensors":
+            (no_weights / f.name).write_bytes(f.read_bytes())
+    assert main(["score", str(gsm8k_sample), "--model", str(no_weights), *base]) == 2
+    assert "no weights" in capsys.readouterr().err
+    assert not run.exists()
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "data.limit=8", *base]) == 0

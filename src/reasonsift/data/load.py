@@ -192,6 +192,12 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
     raise DataError(f"{source}: no such file or folder")
 
 
+def check_source(source: str | Path, split: str = "train") -> None:
+    """Raise DataError when the input cannot be opened (no such file, unsupported type, unreadable first
+    row's container), before a stage creates anything: it reads at most the first row."""
+    next(iter(iter_rows(source, split)), None)
+
+
 def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     """``("prompt=question", ...)`` -> ``{"prompt": "question"}``, checking the names."""
     out = {}

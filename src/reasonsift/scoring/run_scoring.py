@@ -31,12 +31,12 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, config_hash, config_to_dict
-from reasonsift.data.load import iter_examples, parse_field_overrides
+from reasonsift.data.load import check_source, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.data.render import tokenize_example
-from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, mark_done, read_json, save_config,
-                                  write_atomic, write_json_atomic)
+from reasonsift.models import check_model_files, load_model, load_tokenizer, resolve_device, resolve_dtype
+from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, lock_key, mark_done, read_json,
+                                  run_lock, save_config, write_atomic, write_json_atomic)
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import Item, score_items, self_check
 
@@ -257,7 +257,27 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
 
 def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                 progress: bool = True) -> dict[str, Any] | None:
-    """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge)."""
+    """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge).
+
+    The inputs (config, data file, model folders) are checked before RUN is created, and RUN is owned
+    (``run_lock``) for the whole run: a second command with another config is refused; the ranks of
+    one multi-process run share it.
+    """
+    sc, mc = configs["score"], configs["model"]
+    if not mc.model:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    check_score_config(sc)
+    check_source(data, configs["data"].split)
+    check_model_files(mc.model, mc)
+    if resolve_direction(sc) == "model":
+        check_model_files(sc.direction_model, mc, tokenizer=False)
+    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command):
+        return _run_scoring(data, configs, run, command, progress)
+
+
+def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
+                 progress: bool = True) -> dict[str, Any] | None:
     start = time.time()
     paths = RunPaths(Path(run))
     sc, mc = configs["score"], configs["model"]
