@@ -167,6 +167,15 @@ def save_config(path: Path, resolved: dict[str, Any], command: str) -> None:
     write_text_atomic(path, header + yaml.safe_dump(resolved, sort_keys=False))
 
 
+def write_rejected_rows(path: Path, rejected: list[dict[str, Any]]) -> None:
+    """Write a stage's quarantined rows (one JSON object per line: where, row_index, reason, raw), or
+    remove a stale file when there are none."""
+    if not rejected:
+        Path(path).unlink(missing_ok=True)
+        return
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file (small helper so callers need not open files)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

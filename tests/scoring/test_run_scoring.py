@@ -228,3 +228,29 @@ def test_a_run_that_fails_validation_creates_nothing(gsm8k_sample, tiny_model_di
     assert "no weights" in capsys.readouterr().err
     assert not run.exists()
     assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "data.limit=8", *base]) == 0
+
+
+def _pool_with_an_overlong_prompt(gsm8k_sample: Path, tmp_path: Path) -> Path:
+    """5 GSM8K rows with a 4th whose prompt alone is longer than the tiny model's 2,048 positions."""
+    good = gsm8k_sample.read_text().splitlines(keepends=True)[:5]
+    long_row = json.dumps({"question": "How many apples did Tom pick on Monday? " * 400, "answer": "#### 3"})
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]), encoding="utf-8")
+    return data
+
+
+def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+    data = _pool_with_an_overlong_prompt(gsm8k_sample, tmp_path)
+    base = ["score", str(data), "--model", str(tiny_model_dir), "--quiet", "score.num_isotropic=2",
+            "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(base + ["--run", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pool.jsonl:4" in err and "exceed the model's 2,048 positions" in err
+    run = tmp_path / "lenient"
+    assert main(base + ["--run", str(run), "--skip-bad-rows"]) == 0
+    rejected = [json.loads(x) for x in (run / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["pool.jsonl:4"] and "2,048 positions" in rejected[0]["reason"]
+    assert json.loads(rejected[0]["raw"])["question"].startswith("How many apples")
+    scores = pq.read_table(run / "scores.parquet").to_pandas()
+    assert list(scores["row_index"]) == [0, 1, 2, 4, 5]
+    assert json.loads((run / "report.json").read_text())["counts"]["rejected"] == 1

@@ -225,3 +225,30 @@ def test_model_card_names_a_reasonsift_subset(tmp_path):
     assert "12.0% of the response tokens" in card and "`cft`" in card
     report["data"] = str(tmp_path / "other.jsonl")
     assert "reasonsift selection" not in model_card(report, configs)
+
+
+def test_bad_and_overlong_rows_are_rejected_like_in_scoring(tiny_model_dir, train_data, tmp_path, caplog):
+    """Under --skip-bad-rows train keeps the skipped rows with their reasons in OUT/rejected.jsonl; a prompt
+    past the model's 2,048 positions is rejected with scoring's reason; train.max_length is capped at 2,048."""
+    good = train_data.read_text().splitlines(keepends=True)
+    long_row = json.dumps({"question": "How many apples did Tom pick on Monday? " * 400, "answer": "#### 3"})
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(good[:3]) + '{"question": "no answer"}\n' + long_row + "\n" + "".join(good[3:]),
+                    encoding="utf-8")
+    strict = tmp_path / "strict.jsonl"
+    strict.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"strict.jsonl:4: prompt \(.* tokens\) \+ 1 response tokens exceed the "
+                                        r"model's 2,048 positions"):
+        run_training(str(strict), make_configs(tiny_model_dir, "train.max_steps=1"), tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        report = run_training(str(data), make_configs(tiny_model_dir, "train.max_steps=1", "data.skip_bad_rows=true",
+                                                      "train.max_length=8192"), out, progress=False)
+    assert "train.max_length=8192 is more than the 2048 positions" in caplog.text
+    assert report["dataset"]["max_length"] == 2048 and report["dataset"]["rejected_rows"] == 2
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["pool.jsonl:4", "pool.jsonl:5"]
+    assert "missing field 'answer'" in rejected[0]["reason"] and "2,048 positions" in rejected[1]["reason"]
+    assert json.loads(rejected[0]["raw"]) == {"question": "no answer"}
+    assert report["dataset"]["examples"] == 8

@@ -198,6 +198,25 @@ def check_source(source: str | Path, split: str = "train") -> None:
     next(iter(iter_rows(source, split)), None)
 
 
+def rows_at(source: str | Path, indices: set[int], split: str = "train") -> dict[int, RawRow]:
+    """The raw rows at ``indices`` (one more pass over the input), for stages that find a row bad
+    only after tokenizing it and must still write it verbatim to ``rejected.jsonl``."""
+    found: dict[int, RawRow] = {}
+    if not indices:
+        return found
+    for raw in iter_rows(source, split):
+        if raw.index in indices:
+            found[raw.index] = raw
+            if len(found) == len(indices):
+                break
+    return found
+
+
+def rejected_entry(raw: RawRow, reason: str) -> dict[str, Any]:
+    """One line of ``rejected.jsonl``: where the row was, why it was rejected, and the row verbatim."""
+    return {"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw}
+
+
 def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     """``("prompt=question", ...)`` -> ``{"prompt": "question"}``, checking the names."""
     out = {}

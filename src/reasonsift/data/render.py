@@ -73,6 +73,17 @@ def tokenize_example(tokenizer: Any, example: Example, system_prompt: str | None
     return Tokenized(list(prompt_ids), list(response_ids), n_response, boundary_ok)
 
 
+def context_overflow(n_prompt: int, n_window: int, max_positions: int | None) -> str | None:
+    """Why a row cannot be read by the model, or None: its prompt plus the ``n_window`` response tokens
+    a stage reads (score: the scored window; train: at least one token; critical: the response) must
+    fit the model's positions. Every stage rejects such a row with this reason: past its positions a
+    model's losses are meaningless (a 30k-token prompt would look like the pool's hardest example)."""
+    if max_positions is None or n_prompt + n_window <= max_positions:
+        return None
+    return (f"prompt ({n_prompt:,} tokens) + {n_window:,} response tokens exceed the model's "
+            f"{max_positions:,} positions")
+
+
 def build_labels(input_ids: torch.Tensor, num_prompt_tokens: int,
                  token_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Labels for one sequence: the token id where loss is taken, ``IGNORE_INDEX`` elsewhere.

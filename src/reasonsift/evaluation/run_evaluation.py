@@ -35,7 +35,7 @@ from reasonsift.data.render import PLAIN_TEMPLATE, prompt_text
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.benchmarks import load_benchmark
 from reasonsift.evaluation.metrics import summarize
-from reasonsift.runfolder import save_config, write_json_atomic
+from reasonsift.runfolder import lock_key, run_lock, save_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,25 @@ def pass_at_k_values(samples: int) -> list[int]:
 
 def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out: str | Path | None = None,
                    command: str = "", progress: bool = True) -> dict[str, Any]:
-    """Evaluate a model folder on a benchmark file; returns the metrics (also written to disk)."""
+    """Evaluate a model folder on a benchmark file; returns the metrics (also written to disk).
+
+    The benchmark and model folder are checked before OUT is created, and OUT is owned
+    (``run_lock``) from before its results are read until the metrics are written.
+    """
+    from reasonsift.models import check_model_files
+
+    load_benchmark(benchmark, configs["evaluate"].limit)
+    if not _is_adapter_folder(model_path):
+        check_model_files(model_path, configs["model"])
+    out = Path(out) if out else default_out_dir(model_path, benchmark)
+    key = lock_key("evaluate", eval_manifest(model_path, benchmark, configs))
+    with run_lock(out, key, "evaluate", command):
+        return _run_evaluation(model_path, benchmark, configs, out, command, progress)
+
+
+def _run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out: str | Path | None = None,
+                    command: str = "", progress: bool = True) -> dict[str, Any]:
+    """``run_evaluation`` once OUT is owned."""
     cfg, mc = configs["evaluate"], configs["model"]
     if cfg.samples < 1:
         raise ValueError("evaluate.samples must be ≥ 1")

@@ -33,8 +33,9 @@ import torch
 from reasonsift.config import ConfigError, config_hash, config_to_dict
 from reasonsift.data.load import check_source, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
-from reasonsift.data.render import tokenize_example
-from reasonsift.models import check_model_files, load_model, load_tokenizer, resolve_device, resolve_dtype
+from reasonsift.data.render import context_overflow, tokenize_example
+from reasonsift.models import (check_model_files, load_model, load_tokenizer, max_positions, resolve_device,
+                               resolve_dtype)
 from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, lock_key, mark_done, read_json,
                                   run_lock, save_config, write_atomic, write_json_atomic)
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
@@ -113,8 +114,12 @@ def _token_shard(paths: RunPaths, shard: int) -> Path:
 
 
 def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
-                   rank: int, world: int) -> int:
-    """Tokenize the pool once into token shards (this rank's shards); returns the shard count."""
+                   rank: int, world: int, model_positions: int | None = None) -> int:
+    """Tokenize the pool once into token shards (this rank's shards); returns the shard count.
+
+    A row whose prompt plus scored window exceeds ``model_positions`` is a bad row (see
+    ``context_overflow``): quarantined under ``--skip-bad-rows``, else the run stops naming it.
+    """
     dc, sc = configs["data"], configs["score"]
     window = max(sc.long_tokens, sc.short_tokens, sc.max_full_tokens if sc.full_loss else 0)
     fields = parse_field_overrides(dc.fields)
@@ -125,8 +130,16 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         if shard % world != rank or is_done(path):
             return
         rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
-        for ex in buffer:
+        kept = 0
+        for raw, ex in buffer:
             tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
+            reason = context_overflow(len(tk.prompt_ids), len(tk.response_ids[:sc.long_tokens]), model_positions)
+            if reason:
+                if not dc.skip_bad_rows:
+                    raise DataError(f"{raw.where}: {reason} (use --skip-bad-rows to quarantine bad rows)")
+                rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
+                continue
+            kept += 1
             for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
                                ("domain", ex.domain), ("prompt_ids", tk.prompt_ids),
                                ("response_ids", tk.response_ids), ("n_prompt_tokens", len(tk.prompt_ids)),
@@ -135,7 +148,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rows[key].append(value)
         table = pa.table(rows, schema=TOKEN_SHARD_SCHEMA)
         write_atomic(path, lambda p: pq.write_table(table, p))
-        mark_done(path, {"examples": len(buffer), "rejected": rejected})
+        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"])})
 
     shard = 0
     for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit):
@@ -146,7 +159,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         if ex is None:
             rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
         else:
-            buffer.append(ex)
+            buffer.append((raw, ex))
     if n_rows == 0:
         raise DataError(f"{data}: no rows")
     flush(shard)
@@ -290,7 +303,8 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
-    n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
+    n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world,
+                              max_positions(mc.model, mc.trust_remote_code))
     shard_files = [_token_shard(paths, s) for s in range(n_shards)]
     _wait_for(shard_files, "tokenization")
     n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]

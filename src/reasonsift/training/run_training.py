@@ -15,6 +15,7 @@ Output folder OUT::
     OUT/train_manifest.json                                data path + config; a resume must match it
     OUT/README.md                                          model card
     OUT/train_report.json                                  steps, loss curve, token accounting
+    OUT/rejected.jsonl                                     rows skipped under --skip-bad-rows, with reasons
 
 Multi-GPU: ``accelerate launch -m reasonsift.cli train ...`` works unchanged; the Trainer places the
 model (loaded on CPU here), shards the data and syncs gradients, and ``num_items_in_batch`` counts
@@ -35,8 +36,10 @@ from typing import Any
 import torch
 
 from reasonsift.config import ConfigError, config_to_dict
-from reasonsift.models import load_model, load_tokenizer
-from reasonsift.runfolder import read_json, save_config, write_json_atomic, write_text_atomic
+from reasonsift.data.load import check_source
+from reasonsift.models import check_model_files, load_model, load_tokenizer, max_positions
+from reasonsift.runfolder import (lock_key, read_json, run_lock, save_config, write_json_atomic, write_rejected_rows,
+                                  write_text_atomic)
 from reasonsift.config import TrainConfig
 from reasonsift.training.dataset import build_train_dataset
 
@@ -240,7 +243,25 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
 
 def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT)."""
+    """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT).
+
+    The config, data and model folder are checked before OUT is created, and OUT is owned
+    (``run_lock``) for the whole run; the processes of one ``accelerate``/``torchrun`` launch share it.
+    """
+    cfg: TrainConfig = configs["train"]
+    if not configs["model"].model:
+        raise ConfigError("no model to train: pass --model (model.model)")
+    _check_config(cfg)
+    check_source(data, configs["data"].split)
+    check_model_files(configs["model"].model, configs["model"])
+    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    with run_lock(Path(out), lock_key("train", data_id, config_to_dict(configs)), "train", command):
+        return _run_training(data, configs, out, command, progress)
+
+
+def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
+                  progress: bool = True) -> dict[str, Any]:
+    """``run_training`` once OUT is owned."""
     from reasonsift.training.trainer import ObjectiveTrainer  # imports trl: only when training
 
     cfg: TrainConfig = configs["train"]
@@ -256,7 +277,15 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     start = time.time()
     bf16 = _use_bf16(cfg)
     tokenizer = load_tokenizer(model_cfg.model, model_cfg.trust_remote_code)
-    dataset, stats = build_train_dataset(data, tokenizer, configs["data"], cfg)  # data errors before the model
+    positions = max_positions(model_cfg.model, model_cfg.trust_remote_code)
+    if positions and cfg.max_length > positions:
+        logger.warning("train.max_length=%d is more than the %d positions %s supports: sequences are cut at %d",
+                       cfg.max_length, positions, model_cfg.model, positions)
+        cfg = replace(cfg, max_length=positions)
+    rejected_rows: list[dict[str, Any]] = []
+    dataset, stats = build_train_dataset(data, tokenizer, configs["data"], cfg, positions,
+                                         rejected_rows)  # data errors before the model
+    stats["max_length"] = cfg.max_length
     logger.info("training %s on %d examples (%d loss tokens, %.1f%% of response tokens) with %s",
                 model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
                 cfg.objective)
@@ -267,6 +296,7 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
         save_config(out / "config.yaml", manifest["configs"], command)
         write_json_atomic(out / MANIFEST, manifest)
+        write_rejected_rows(out / "rejected.jsonl", rejected_rows)
     if not progress:
         from transformers import PrinterCallback
 
