@@ -423,3 +423,37 @@ def test_gold_answer_column_beside_a_response(tmp_path):
     got = examples(write_jsonl(tmp_path / "pool.jsonl", rows))
     assert [ex.answer for ex in got] == ["12", "4", ""]
     assert got[0].response == rows[0]["response"]  # the gold column is not the response
+
+
+def test_numbers_and_bools_are_not_responses_and_conversions_are_counted(tmp_path):
+    """A number or bool as the response is a bad row; a list of strings is joined but counted, with the
+    column named, as is a number used as the final answer."""
+    from reasonsift.data.load import iter_examples
+
+    path = tmp_path / "pool.jsonl"
+    rows = [{"question": "q1", "response": "fine"}, {"question": "q2", "response": ["a", "b"]},
+            {"question": "q3", "response": 42}, {"question": "q4", "response": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    coerced: dict = {}
+    out = list(iter_examples(path, skip_bad_rows=True, coerced=coerced))
+    assert [ex.response if ex else reason for _, ex, reason in out] == [
+        "fine", "a\nb", "field 'response' is int, expected text", "field 'response' is bool, expected text"]
+    assert coerced == {"rows": 1, "fields": {"response: list of strings joined by newlines": 1},
+                       "example": "pool.jsonl:2"}
+    reasoning = tmp_path / "reasoning.jsonl"
+    reasoning.write_text(json.dumps({"prompt": "p", "reasoning": "r", "answer": 7}) + "\n", encoding="utf-8")
+    coerced = {}
+    [(_, ex, _)] = list(iter_examples(reasoning, coerced=coerced))
+    assert ex.response == "r\n\n7" and coerced["fields"] == {"answer: number written as text": 1}
+
+
+def test_an_integer_parquet_column_is_not_scored_as_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reasonsift.data.load import iter_examples
+
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"question": ["q1", "q2"], "response": pa.array([1, 2], pa.int64())}), path)
+    with pytest.raises(DataError, match=r"pool.parquet row 0: field 'response' is int, expected text"):
+        list(iter_examples(path))

@@ -235,11 +235,13 @@ def _pool_with_an_overlong_prompt(gsm8k_sample: Path, tmp_path: Path) -> Path:
     good = gsm8k_sample.read_text().splitlines(keepends=True)[:5]
     long_row = json.dumps({"question": "How many apples did Tom pick on Monday? " * 400, "answer": "#### 3"})
     data = tmp_path / "pool.jsonl"
-    data.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]), encoding="utf-8")
+    listed = json.dumps({"question": "What is 1 + 2?", "answer": ["1 + 2 = 3", "#### 3"]})
+    data.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]) + listed + "\n", encoding="utf-8")
     return data
 
 
-def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tiny_model_dir, tmp_path, capsys,
+                                                               caplog):
     data = _pool_with_an_overlong_prompt(gsm8k_sample, tmp_path)
     base = ["score", str(data), "--model", str(tiny_model_dir), "--quiet", "score.num_isotropic=2",
             "score.long_tokens=16", "score.short_tokens=8"]
@@ -252,5 +254,10 @@ def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tin
     assert [r["where"] for r in rejected] == ["pool.jsonl:4"] and "2,048 positions" in rejected[0]["reason"]
     assert json.loads(rejected[0]["raw"])["question"].startswith("How many apples")
     scores = pq.read_table(run / "scores.parquet").to_pandas()
-    assert list(scores["row_index"]) == [0, 1, 2, 4, 5]
-    assert json.loads((run / "report.json").read_text())["counts"]["rejected"] == 1
+    assert list(scores["row_index"]) == [0, 1, 2, 4, 5, 6]
+    report = json.loads((run / "report.json").read_text())
+    assert report["counts"]["rejected"] == 1
+    # the list-of-strings answer of the last row was joined: counted in report.json and on the console
+    assert report["coerced"] == {"rows": 1, "fields": {"answer: list of strings joined by newlines": 1},
+                                 "example": "pool.jsonl:7"}
+    assert "1 rows had fields converted to text: answer: list of strings" in caplog.text

@@ -34,7 +34,8 @@ from typing import Any
 
 from reasonsift.config import ConfigError, EvalConfig, config_hash, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, Solution, find_critical
-from reasonsift.data.load import canonical_json, check_source, iter_examples, parse_field_overrides, rejected_entry
+from reasonsift.data.load import (canonical_json, check_source, iter_examples, parse_field_overrides, rejected_entry,
+                                  warn_coercions)
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import context_overflow, prompt_text, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
@@ -82,13 +83,14 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     write_json_atomic(path, manifest)
 
 
-def _examples_by_shard(data: str, configs: dict[str, Any]) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
+def _examples_by_shard(data: str, configs: dict[str, Any], coerced: dict[str, Any] | None = None,
+                       ) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
     """(shard index, [(raw row, example or None)]) for consecutive groups of ``shard_size`` input rows;
     a bad row's reason is its raw row's ``error``."""
     dc, cc = configs["data"], configs["critical"]
     shard, buffer = 0, []
     for raw, ex, reason in iter_examples(data, parse_field_overrides(dc.fields), dc.split, dc.skip_bad_rows,
-                                         dc.limit):
+                                         dc.limit, coerced):
         if raw.index // cc.shard_size != shard:
             yield shard, buffer
             shard, buffer = raw.index // cc.shard_size, []
@@ -246,7 +248,8 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     rank, world = _rank_world()
     shards, rows_seen = [], 0
     bar = tqdm(desc="critical", unit="row", disable=not progress)
-    for shard, rows in _examples_by_shard(data, configs):
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row
+    for shard, rows in _examples_by_shard(data, configs, coerced):
         path = _shard_path(paths, shard)
         if shard % world == rank and not is_done(path):
             lines, info = process_shard(model, tokenizer, rows, configs, progress, positions)
@@ -258,13 +261,14 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     bar.close()
     if not rows_seen:
         raise DataError(f"{data}: no rows")
+    warn_coercions(coerced, data)
     if not all(is_done(p) for p in shards):
         logger.info("rank %d finished its shards; the last rank to finish merges", rank)
         return None
     with exclusive_lock(paths.critical_dir / "merge.lock") as merging:
         if not merging:
             return None
-        return _merge(data, configs, paths, shards, start, command)
+        return _merge(data, configs, paths, shards, start, command, coerced)
 
 
 def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -296,7 +300,7 @@ prompt; a mask of another length is refused there.
 
 
 def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
-           command: str) -> dict[str, Any]:
+           command: str, coerced: dict[str, Any] | None = None) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
@@ -320,6 +324,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
         "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
+        "coerced": coerced or {"rows": 0, "fields": {}},
     }
     write_json_atomic(paths.critical_dir / "report.json", report)
     write_text_atomic(paths.critical_dir / "README.md", dataset_card(report, configs))

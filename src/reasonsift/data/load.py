@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import re
 import zlib
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift.data.records import BadRow, DataError, Example
+
+logger = logging.getLogger(__name__)
 
 PROMPT_KEYS = ("prompt", "question", "problem", "instruction", "query", "input")
 REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_content", "rationale", "cot")
@@ -230,21 +233,57 @@ def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-def _text(value: Any, key: str) -> str:
-    """A field as text: strings as they are, lists of strings joined by newlines."""
+def _text(value: Any, key: str, numbers: bool = False) -> str:
+    """A field as text: strings as they are, lists of strings joined by newlines (both documented
+    formats); a number only where ``numbers`` allows it (a final answer such as GSM8K's 42). A number
+    or a bool as a prompt or response is a wrong column, not text: a bad row."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "\n".join(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise BadRow(f"field '{key}' is {type(value).__name__}, expected text")
 
 
-def _required(row: dict[str, Any], key: str) -> str:
+def coercions(row: dict[str, Any], schema: dict[str, str]) -> list[str]:
+    """The fields of a row that were converted to become text (lists of strings joined by newlines,
+    numbers as the final answer), named by column; stages count and report them."""
+    out = []
+    for role, column in schema.items():
+        value = row.get(column)
+        if role in ("prompt", "response", "reasoning", "answer") and isinstance(value, list):
+            out.append(f"{column}: list of strings joined by newlines")
+        elif role == "answer" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(f"{column}: number written as text")
+        elif role == "messages" and isinstance(value, list) and any(
+                isinstance(t, dict) and isinstance(t.get("content", t.get("value")), list) for t in value):
+            out.append(f"{column}: turn content list joined by newlines")
+    return out
+
+
+def count_coercions(coerced: dict[str, Any], raw: RawRow, fields: list[str]) -> None:
+    """Add one row's ``coercions`` to a stage's tally: ``{"rows", "fields": {what: rows}, "example"}``."""
+    if not fields:
+        return
+    coerced["rows"] = coerced.get("rows", 0) + 1
+    for what in fields:
+        coerced.setdefault("fields", {})[what] = coerced.get("fields", {}).get(what, 0) + 1
+    coerced.setdefault("example", raw.where)
+
+
+def warn_coercions(coerced: dict[str, Any], data: str | Path) -> None:
+    """One console line when rows had fields converted to text (the same figures go to report.json)."""
+    if coerced.get("rows"):
+        what = "; ".join(f"{k} ({v} rows)" for k, v in coerced["fields"].items())
+        logger.warning("%s: %d rows had fields converted to text: %s; e.g. %s", data, coerced["rows"], what,
+                       coerced["example"])
+
+
+def _required(row: dict[str, Any], key: str, numbers: bool = False) -> str:
     if key not in row or row[key] is None:
         raise BadRow(f"missing field '{key}'")
-    text = _text(row[key], key)
+    text = _text(row[key], key, numbers)
     if not text.strip():
         raise BadRow(f"empty field '{key}'")
     return text
@@ -370,12 +409,12 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
             prompt = f"{prompt}\n\n{row['input']}"  # Alpaca: the input belongs to the prompt
         if "reasoning" in schema:
             reasoning = _required(row, schema["reasoning"])
-            answer = _required(row, schema["answer"]) if "answer" in schema else ""
+            answer = _required(row, schema["answer"], numbers=True) if "answer" in schema else ""
             response = f"{reasoning}\n\n{answer}" if answer else reasoning
         else:
             response = _required(row, schema["response"])
     if "answer" in schema and not answer:
-        answer = _required(row, schema["answer"])
+        answer = _required(row, schema["answer"], numbers=True)
     gold = row.get(schema["gold"]) if "gold" in schema else None
     if not answer and gold is not None and not isinstance(gold, (list, dict)):
         answer = str(gold).strip()
@@ -397,11 +436,13 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
 
 def iter_examples(source: str | Path, fields: dict[str, str] | None = None, split: str = "train",
                   skip_bad_rows: bool = False, limit: int | None = None,
+                  coerced: dict[str, Any] | None = None,
                   ) -> Iterator[tuple[RawRow, Example | None, str | None]]:
     """Stream ``(raw_row, example, reason)``; ``example`` is None for a bad row.
 
     Without ``skip_bad_rows`` the first bad row raises ``DataError`` naming file, line and problem.
-    Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples).
+    Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples). Rows whose
+    fields were converted to text are tallied in ``coerced`` when given (``count_coercions``).
     """
     seen: dict[str, int] = {}
     schema: dict[str, str] | None = None
@@ -412,6 +453,8 @@ def iter_examples(source: str | Path, fields: dict[str, str] | None = None, spli
             ex = to_example(raw, schema or fields)
             if schema is None:  # the first good row fixes the schema for the rest of the input
                 schema = detect_schema(raw.row, fields)  # type: ignore[arg-type]
+            if coerced is not None:
+                count_coercions(coerced, raw, coercions(raw.row, detect_schema(raw.row, schema)))  # type: ignore[arg-type]
         except BadRow as e:
             if not skip_bad_rows:
                 raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None

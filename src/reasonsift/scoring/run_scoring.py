@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, config_hash, config_to_dict
-from reasonsift.data.load import check_source, iter_examples, parse_field_overrides
+from reasonsift.data.load import check_source, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError
 from reasonsift.data.render import context_overflow, tokenize_example
 from reasonsift.models import (check_model_files, load_model, load_tokenizer, max_positions, resolve_device,
@@ -114,7 +114,8 @@ def _token_shard(paths: RunPaths, shard: int) -> Path:
 
 
 def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
-                   rank: int, world: int, model_positions: int | None = None) -> int:
+                   rank: int, world: int, model_positions: int | None = None,
+                   coerced: dict[str, Any] | None = None) -> int:
     """Tokenize the pool once into token shards (this rank's shards); returns the shard count.
 
     A row whose prompt plus scored window exceeds ``model_positions`` is a bad row (see
@@ -151,7 +152,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"])})
 
     shard = 0
-    for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit):
+    for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit, coerced):
         if raw.index // sc.shard_size != shard:
             flush(shard)
             shard, buffer, rejected = raw.index // sc.shard_size, [], []
@@ -303,8 +304,10 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row: each has the full tally
     n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world,
-                              max_positions(mc.model, mc.trust_remote_code))
+                              max_positions(mc.model, mc.trust_remote_code), coerced)
+    warn_coercions(coerced, data)
     shard_files = [_token_shard(paths, s) for s in range(n_shards)]
     _wait_for(shard_files, "tokenization")
     n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
@@ -360,7 +363,7 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world,
+                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced,
                    "wall_time_s": round(time.time() - start, 3)})
     write_json_atomic(paths.report, report)
     return report

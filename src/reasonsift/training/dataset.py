@@ -33,7 +33,7 @@ import pyarrow as pa
 import torch
 
 from reasonsift.config import DataConfig
-from reasonsift.data.load import iter_examples, parse_field_overrides, rejected_entry, rows_at
+from reasonsift.data.load import iter_examples, parse_field_overrides, rejected_entry, rows_at, warn_coercions
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import IGNORE_INDEX, build_labels, context_overflow, tokenize_example
 from reasonsift.config import TrainConfig
@@ -92,13 +92,15 @@ def load_mask_file(path: str | Path, mask_column: str) -> dict[str, np.ndarray]:
 
 def collect_examples(data: str, data_cfg: DataConfig, cfg: TrainConfig,
                      rejected_rows: list[dict[str, Any]] | None = None,
+                     coerced: dict[str, Any] | None = None,
                      ) -> tuple[list[tuple[Example, np.ndarray | None]], int]:
     """Read DATA: ``([(example, cft mask or None)], rejected row count)``; the rejected rows
-    themselves (``rejected_entry``) are appended to ``rejected_rows`` when given."""
+    themselves (``rejected_entry``) are appended to ``rejected_rows`` and rows with fields converted
+    to text tallied in ``coerced``, when given."""
     file_masks = load_mask_file(cfg.mask_file, cfg.mask_column) if cfg.objective == "cft" and cfg.mask_file else None
     out, rejected, missing = [], 0, []
     for raw, ex, reason in iter_examples(data, parse_field_overrides(data_cfg.fields), data_cfg.split,
-                                         data_cfg.skip_bad_rows, data_cfg.limit):
+                                         data_cfg.skip_bad_rows, data_cfg.limit, coerced):
         if ex is None:
             rejected += 1
             if rejected_rows is not None:
@@ -183,13 +185,15 @@ def build_train_dataset(data: str, tokenizer: Any, data_cfg: DataConfig, cfg: Tr
     if cfg.objective == "prefix" and tokenizer.eos_token_id is None:
         raise DataError("objective prefix needs a tokenizer with an eos token (UPFT ends each prefix with EOS)")
     rejected_rows = [] if rejected_rows is None else rejected_rows
-    examples, rejected = collect_examples(data, data_cfg, cfg, rejected_rows)
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}
+    examples, rejected = collect_examples(data, data_cfg, cfg, rejected_rows, coerced)
+    warn_coercions(coerced, data)
     overflow: dict[int, str] = {}  # row index -> reason
     prefix_idx = choose_prefix_examples(len(examples), cfg.prefix_fraction, cfg.seed) \
         if cfg.objective == "prefix" else set()
     ids_col, labels_col = [], []
     stats = {"examples_read": len(examples), "rejected_rows": rejected, "dropped_prompt_too_long": 0,
-             "dropped_no_loss_tokens": 0, "truncated": 0, "prefix_examples": 0}
+             "dropped_no_loss_tokens": 0, "truncated": 0, "prefix_examples": 0, "coerced": coerced}
     full_response = in_response = loss_tokens = 0
     for i, (ex, mask) in enumerate(examples):
         enc = encode_example(tokenizer, ex, mask, cfg, data_cfg.system_prompt, i in prefix_idx)
