@@ -52,5 +52,6 @@ def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     final = report["final_loss"]
     print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
           f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
-          f"{'n/a' if final is None else f'{final:.4f}'} -> {args.out}")
+          f"{'n/a' if final is None else f'{final:.4f}'} (mean of the last {report.get('final_loss_steps', 1)} "
+          f"steps) -> {args.out}")
     return 0

@@ -212,7 +212,7 @@ base_model: {report['base_model']}
 {_subset_note(report['data'])}- **Objective**: `{cfg.objective}`; {_loss_share(ds)}
 - **Adaptation**: {adaptation}
 - **Steps**: {report['steps']} optimizer steps, {report['epochs']:.2f} epochs
-- **Final train loss** (last logged): {'n/a' if final is None else f'{final:.4f}'}
+- **Final train loss** (mean of the last {report.get('final_loss_steps', 1)} steps): {'n/a' if final is None else f'{final:.4f}'}
 - **Command**: `{report.get('command', '')}`
 
 | hyperparameter | value |
@@ -225,17 +225,31 @@ The loss is the mean per-token loss over loss tokens of each accumulated batch (
 """
 
 
+def _log_every_step(trainer: Any, every: int) -> None:
+    """Log every step's loss (``losslog``); the console still prints once per ``every`` steps."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    from reasonsift.training.losslog import EveryStepLog, print_windows
+
+    trainer.add_callback(EveryStepLog())
+    for cls in (ProgressCallback, PrinterCallback):
+        if any(type(cb) is cls for cb in trainer.callback_handler.callbacks):
+            trainer.remove_callback(cls)
+            trainer.add_callback(print_windows(cls, every))
+
+
 def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resumed: Path | None,
             command: str, wall: float) -> dict[str, Any]:
-    """train_report.json: steps, loss curve, dataset accounting; tokens_trained = per-epoch counts x epochs."""
+    """train_report.json: steps, loss figures from every step's loss (``losslog``: a resumed run reports
+    what an uninterrupted one does), dataset accounting; tokens_trained = per-epoch counts x epochs."""
+    from reasonsift.training.losslog import loss_summary
+
     state = trainer.state
-    curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in e}
-             for e in state.log_history if "loss" in e]
     epochs = float(state.epoch or 0.0)
     return {
         "base_model": configs["model"].model, "data": data, "out": str(out), "objective": configs["train"].objective,
         "lora": configs["train"].lora, "steps": state.global_step, "epochs": epochs,
-        "final_loss": curve[-1]["loss"] if curve else None, "loss_curve": curve,
+        **loss_summary(state.log_history, configs["train"].logging_steps),
         "dataset": stats, "tokens_trained": {k: int(v * epochs) for k, v in stats["tokens"].items()},
         "resumed_from": str(resumed) if resumed else None, "wall_time_s": round(wall, 2), "command": command,
     }
@@ -293,6 +307,7 @@ def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: 
     trainer = ObjectiveTrainer(model=model, args=_sft_config(cfg, out, bf16, progress), train_dataset=dataset,
                                processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
     trainer.objective = cfg.objective
+    _log_every_step(trainer, cfg.logging_steps)
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
         save_config(out / "config.yaml", manifest["configs"], command)
         write_json_atomic(out / MANIFEST, manifest)
