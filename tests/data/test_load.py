@@ -457,3 +457,27 @@ def test_an_integer_parquet_column_is_not_scored_as_text(tmp_path):
     pq.write_table(pa.table({"question": ["q1", "q2"], "response": pa.array([1, 2], pa.int64())}), path)
     with pytest.raises(DataError, match=r"pool.parquet row 0: field 'response' is int, expected text"):
         list(iter_examples(path))
+
+
+def test_a_truncated_gz_keeps_its_readable_rows_under_skip_bad_rows(tmp_path):
+    rows = [{"question": f"q{i} " + "x" * 200, "answer": f"a{i}"} for i in range(400)]
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    path = tmp_path / "pool.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    out = list(iter_examples(path, skip_bad_rows=True))
+    good = [ex for _, ex, _ in out if ex is not None]
+    assert len(good) > 50 and [ex.prompt for ex in good] == [r["question"] for r in rows[:len(good)]]
+    raw, ex, reason = out[-1]
+    assert ex is None and "file truncated or corrupt, unreadable after pool.jsonl.gz:" in reason
+    with pytest.raises(DataError, match="unreadable after"):
+        list(iter_examples(path))
+
+
+def test_a_row_of_another_schema_says_so(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"question": "2+2?", "answer": "4"}])
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: field 'messages' .*: this row has another schema "
+                                        r"\(prompt=question, response=answer\) than the first good row "
+                                        r"\(messages=messages\)"):
+        list(iter_examples(path))

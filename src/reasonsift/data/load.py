@@ -75,15 +75,19 @@ def canonical_json(row: dict[str, Any]) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
+    """Rows of a JSON-lines file. A truncated or corrupt .gz fails mid-stream: the rows read before
+    stay good, and the rest of the file becomes one last bad row saying where reading stopped (an
+    error, or under ``--skip-bad-rows`` a quarantined row, so the readable rows are kept)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    last = "its start"
+    last, index = "its start", 0
     try:
         for raw in _jsonl_rows(path, opener):
-            last = raw.where
+            last, index = raw.where, raw.index + 1
             yield raw
     except (EOFError, OSError, zlib.error) as e:
-        # A truncated or corrupt .gz fails mid-stream; say where instead of a bare EOFError.
-        raise DataError(f"{path}: unreadable after {last} ({type(e).__name__}: {_first_line(e)})") from None
+        error = f"file truncated or corrupt, unreadable after {last} ({type(e).__name__}: {_first_line(e)})"
+        logger.warning("%s: %s; the rows before it are read", path, error)
+        yield RawRow(index, f"{path.name} (after {last})", "", None, error)
 
 
 def _jsonl_rows(path: Path, opener: Any) -> Iterator[RawRow]:
@@ -434,6 +438,26 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
                    domain=group["domain"], answer=str(answer), system=system, row_index=raw.index)
 
 
+def _other_schema(raw: RawRow, schema: dict[str, str] | None, fields: dict[str, str] | None) -> str | None:
+    """When a row is bad only because it has another schema than the first good row (mixed inputs), say
+    so, naming both; None when the row fits no schema either (its own reason is then the clearest)."""
+    if schema is None or raw.row is None:
+        return None
+    try:
+        own = detect_schema(raw.row, fields)
+        to_example(raw, own)
+    except BadRow:
+        return None
+    if own == schema:
+        return None
+
+    def describe(s: dict[str, str]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("id", "gold"))
+
+    return (f"this row has another schema ({describe(own)}) than the first good row ({describe(schema)}); "
+            "one input must use one schema (split the file, or map columns with --field)")
+
+
 def iter_examples(source: str | Path, fields: dict[str, str] | None = None, split: str = "train",
                   skip_bad_rows: bool = False, limit: int | None = None,
                   coerced: dict[str, Any] | None = None,
@@ -456,6 +480,8 @@ def iter_examples(source: str | Path, fields: dict[str, str] | None = None, spli
             if coerced is not None:
                 count_coercions(coerced, raw, coercions(raw.row, detect_schema(raw.row, schema)))  # type: ignore[arg-type]
         except BadRow as e:
+            other = _other_schema(raw, schema, fields)
+            e = BadRow(f"{e}: {other}" if other else str(e))
             if not skip_bad_rows:
                 raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None
             yield raw, None, str(e)
