@@ -98,6 +98,11 @@ def max_positions(name: str, trust_remote_code: bool = False) -> int | None:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception:  # noqa: BLE001 - an adapter folder or an odd config: the loaders report real problems
         return None
+    return config_positions(config)
+
+
+def config_positions(config: Any) -> int | None:
+    """``max_positions`` from an already loaded model config."""
     config = getattr(config, "text_config", None) or config  # multimodal configs nest the LM's
     for key in POSITION_KEYS:
         value = getattr(config, key, None)

@@ -261,3 +261,20 @@ def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tin
     assert report["coerced"] == {"rows": 1, "fields": {"answer: list of strings joined by newlines": 1},
                                  "example": "pool.jsonl:7"}
     assert "1 rows had fields converted to text: answer: list of strings" in caplog.text
+
+
+def test_a_tokenizer_without_chat_template_is_said_once_and_recorded(gsm8k_sample, tiny_model_dir, tmp_path, caplog):
+    plain = tmp_path / "plain_model"
+    plain.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.name != "chat_template.jinja":
+            (plain / f.name).write_bytes(f.read_bytes())
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    run = tmp_path / "run"
+    assert main(["score", str(gsm8k_sample), "--model", str(plain), "--run", str(run), "--quiet", "data.limit=4",
+                 "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]) == 0
+    assert caplog.text.count("the tokenizer has no chat template") == 1
+    template = json.loads((run / "report.json").read_text())["template"]
+    assert template["chat_template"] is False and "User: {prompt}" in template["note"]

@@ -37,7 +37,7 @@ from reasonsift.critical.counterfactual import CriticalStats, Solution, find_cri
 from reasonsift.data.load import (canonical_json, check_source, iter_examples, parse_field_overrides, rejected_entry,
                                   warn_coercions)
 from reasonsift.data.records import DataError, Example
-from reasonsift.data.render import context_overflow, prompt_text, tokenize_example
+from reasonsift.data.render import context_overflow, prompt_text, template_notice, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.run_evaluation import (cut_at_stop, generate, load_model_and_tokenizer,
                                                   model_fingerprint, stop_strings, stop_token_ids)
@@ -243,6 +243,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     save_config(paths.critical_dir / "config.yaml", config_to_dict(configs), command)
     model, tokenizer = load_model_and_tokenizer(mc.model, mc)
     positions = max_positions(mc.model, mc.trust_remote_code)
+    template = template_notice(tokenizer, mc.model)
     from tqdm.auto import tqdm
 
     rank, world = _rank_world()
@@ -268,7 +269,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     with exclusive_lock(paths.critical_dir / "merge.lock") as merging:
         if not merging:
             return None
-        return _merge(data, configs, paths, shards, start, command, coerced)
+        return _merge(data, configs, paths, shards, start, command, coerced, template)
 
 
 def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -300,7 +301,8 @@ prompt; a mask of another length is refused there.
 
 
 def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
-           command: str, coerced: dict[str, Any] | None = None) -> dict[str, Any]:
+           command: str, coerced: dict[str, Any] | None = None,
+           template: dict[str, Any] | None = None) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
@@ -324,7 +326,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
         "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
-        "coerced": coerced or {"rows": 0, "fields": {}},
+        "coerced": coerced or {"rows": 0, "fields": {}}, "template": template or {},
     }
     write_json_atomic(paths.critical_dir / "report.json", report)
     write_text_atomic(paths.critical_dir / "README.md", dataset_card(report, configs))

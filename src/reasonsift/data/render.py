@@ -38,6 +38,20 @@ class Tokenized:
     boundary_ok: bool = True  # prompt tokens were a prefix of prompt+response tokens
 
 
+def template_notice(tokenizer: Any, model: str) -> dict[str, Any]:
+    """What the stages record in report.json about the prompt template, warning once per command when
+    the tokenizer has no chat template (prompts then use ``PLAIN_TEMPLATE``, which a chat model was
+    not trained on)."""
+    import logging
+
+    if getattr(tokenizer, "chat_template", None):
+        return {"chat_template": True}
+    note = (f"{model}: the tokenizer has no chat template; prompts use the plain template "
+            f"{PLAIN_TEMPLATE!r} (fine for a base model, wrong for a chat model)")
+    logging.getLogger(__name__).warning(note)
+    return {"chat_template": False, "note": note}
+
+
 def prompt_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     """The prompt exactly as the model sees it before the response, generation prompt included."""
     if getattr(tokenizer, "chat_template", None):

@@ -210,21 +210,28 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig,
 
     Stops at any of ``stop_token_ids`` and at ``stops`` (default ``stop_strings(tokenizer)``).
     """
+    from reasonsift.models import config_positions
+
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     sampling = cfg.temperature > 0
     eos = stop_token_ids(model, tokenizer)
     stops = stop_strings(tokenizer) if stops is None else stops
+    # Never past the model's positions (left padding: the longest prompt of the batch sets the width).
+    limit = config_positions(getattr(model, "config", None))
+    max_new = cfg.max_new_tokens if not limit else min(cfg.max_new_tokens, limit - enc["input_ids"].shape[1])
+    if max_new < 1:  # a prompt that fills the model's context leaves no room for an answer
+        return [[Generation("", truncated=True)] * cfg.samples for _ in prompts]
     out = model.generate(
-        **enc, max_new_tokens=cfg.max_new_tokens, do_sample=sampling,
+        **enc, max_new_tokens=max_new, do_sample=sampling,
         temperature=cfg.temperature if sampling else None, top_p=cfg.top_p if sampling else None,
         top_k=None, num_return_sequences=cfg.samples, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos or None, **({"stop_strings": stops, "tokenizer": tokenizer} if stops else {}),
     )  # (len(prompts) * samples, prompt_len + new)
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    gens = [_finish(ids, text, set(eos), stops, cfg.max_new_tokens) for ids, text in zip(new.tolist(), texts)]
+    gens = [_finish(ids, text, set(eos), stops, max_new) for ids, text in zip(new.tolist(), texts)]
     return [gens[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(prompts))]
 
 
@@ -260,6 +267,20 @@ def load_model_and_tokenizer(model_path: str, mc: Any) -> tuple[Any, Any]:
     has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = load_tokenizer(str(path) if has_tokenizer else base, mc.trust_remote_code)
     return model.to(device).eval(), tokenizer
+
+
+def _warn_position_cap(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, name: str) -> None:
+    """Say once when prompt + ``max_new_tokens`` can pass the model's positions (``generate`` cuts there)."""
+    from reasonsift.models import config_positions
+
+    limit = config_positions(getattr(model, "config", None))
+    if not limit or not prompts:
+        return
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    if longest + max_new_tokens > limit:
+        logger.warning("evaluate.max_new_tokens=%d plus prompts of up to %d tokens exceed the %d positions of %s: "
+                       "generation stops at the model's limit (prompt + new tokens <= %d)", max_new_tokens, longest,
+                       limit, name, limit)
 
 
 def pass_at_k_values(samples: int) -> list[int]:
@@ -301,11 +322,16 @@ def _run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], ou
     if done:
         _check_manifest(out, manifest)  # before loading: a refused resume should fail fast
     model, tokenizer = load_model_and_tokenizer(model_path, mc)
+    from reasonsift.data.render import template_notice
+
+    template = template_notice(tokenizer, model_path)
     # Only now, with the model loaded, does OUT come into being: a failed load leaves nothing behind.
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.yaml", config_to_dict(configs), command)
     write_json_atomic(out / MANIFEST, manifest)
     todo = [it for it in items if it["id"] not in done]
+    _warn_position_cap(model, tokenizer, [prompt_text(tokenizer, it["question"], cfg.system_prompt) for it in todo],
+                       cfg.max_new_tokens, model_path)
     torch.manual_seed(cfg.seed)
     from tqdm.auto import tqdm
 
@@ -332,7 +358,7 @@ def _run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], ou
     metrics["truncated_generations"] = sum(1 for r in per_item for t in r["truncated"] if t)
     metrics["no_answer_extracted"] = sum(1 for r in per_item for p in r["predictions"] if p is None)
     metrics.update({"model": str(model_path), "benchmark": str(benchmark), "samples": cfg.samples,
-                    "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens})
+                    "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "template": template})
     if metrics["empty_generations"]:
         logger.warning("%d generations were empty (counted as wrong)", metrics["empty_generations"])
     if metrics["truncated_generations"]:

@@ -33,7 +33,7 @@ import torch
 from reasonsift.config import ConfigError, config_hash, config_to_dict
 from reasonsift.data.load import check_source, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError
-from reasonsift.data.render import context_overflow, tokenize_example
+from reasonsift.data.render import context_overflow, template_notice, tokenize_example
 from reasonsift.models import (check_model_files, load_model, load_tokenizer, max_positions, resolve_device,
                                resolve_dtype)
 from reasonsift.runfolder import (RunPaths, done_marker, exclusive_lock, is_done, lock_key, mark_done, read_json,
@@ -304,6 +304,7 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
+    template = template_notice(tokenizer, mc.model)
     coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row: each has the full tally
     n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world,
                               max_positions(mc.model, mc.trust_remote_code), coerced)
@@ -363,7 +364,7 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced,
+                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,
                    "wall_time_s": round(time.time() - start, 3)})
     write_json_atomic(paths.report, report)
     return report

@@ -291,6 +291,9 @@ def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: 
     start = time.time()
     bf16 = _use_bf16(cfg)
     tokenizer = load_tokenizer(model_cfg.model, model_cfg.trust_remote_code)
+    from reasonsift.data.render import template_notice
+
+    template = template_notice(tokenizer, model_cfg.model)
     positions = max_positions(model_cfg.model, model_cfg.trust_remote_code)
     if positions and cfg.max_length > positions:
         logger.warning("train.max_length=%d is more than the %d positions %s supports: sequences are cut at %d",
@@ -321,6 +324,7 @@ def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: 
     trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     _save_model(trainer, tokenizer, out, cfg.lora)
     report = _report(trainer, stats, str(data), out, configs, resumed, command, time.time() - start)
+    report["template"] = template
     if trainer.is_world_process_zero():
         write_json_atomic(out / "train_report.json", report)
         write_text_atomic(out / "README.md", model_card(report, configs))
