@@ -167,3 +167,18 @@ def test_run_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path)
         with run_lock(run, "k", "score"):
             raise RuntimeError("failed before writing anything")
     assert not (tmp_path / "a").exists()
+
+
+def test_an_unwritable_location_names_the_path_and_what_was_written(tmp_path, gsm8k_sample, tiny_model_dir, capsys):
+    """A file where the folder should be fails like a read-only location does, with the path named."""
+    from reasonsift.cli import main
+    from reasonsift.runfolder import WriteError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(WriteError, match=r"cannot write .*blocker/sub/config.yaml: "):
+        write_text_atomic(blocker / "sub" / "config.yaml", "x")
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(blocker / "run"),
+                 "--quiet", "data.limit=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot write the score folder {blocker / 'run'}" in err

@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     plain, overrides = _split_overrides(args.args)
     from reasonsift.data.records import DataError
     from reasonsift.models import ModelLoadError
+    from reasonsift.runfolder import WriteError
 
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args, plain, overrides)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError, WriteError) as e:
         print(f"reasonsift {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -41,11 +41,23 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+class WriteError(OSError):
+    """A file or folder could not be written (read-only location, full disk, a file in the way); the
+    message names the path and what was being written, where ``OSError`` names only an errno."""
+
+
+def _cannot(what: str, path: Path, e: OSError) -> WriteError:
+    return WriteError(f"cannot {what} {path}: {e.strerror or e} (choose a writable location or free space)")
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then rename tmp onto ``path``; a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _cannot("write", path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -227,7 +239,12 @@ def run_lock(folder: Path, key: str, what: str, command: str = "") -> Iterator[N
 
     folder = Path(folder)
     created = [p for p in [folder, *folder.parents] if not p.exists()]  # removed again if left empty
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=folder)  # a read-only folder fails here, before any work
+        probe.close()
+    except OSError as e:
+        raise _cannot(f"write the {what} folder", folder, e) from None
     host, pid = socket.gethostname(), os.getpid()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     mine = folder / LOCK_DIR / f"{host}-{pid}.json"
