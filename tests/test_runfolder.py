@@ -182,3 +182,25 @@ def test_an_unwritable_location_names_the_path_and_what_was_written(tmp_path, gs
                  "--quiet", "data.limit=4"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"cannot write the score folder {blocker / 'run'}" in err
+
+
+@pytest.mark.parametrize("stage", ["critical", "train", "evaluate"])
+def test_every_stage_refuses_a_folder_owned_by_another_command(stage, tmp_path, gsm8k_sample, tiny_model_dir, capsys):
+    from pathlib import Path
+
+    from reasonsift.cli import main
+
+    folder = tmp_path / "folder"
+    proc = _holder(folder, "another-config")
+    bench = Path(__file__).resolve().parent / "evaluation" / "fixtures" / "gsm8k_train_first20.jsonl"
+    args = {"critical": ["critical", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(folder)],
+            "train": ["train", str(gsm8k_sample), "--model", str(tiny_model_dir), "--out", str(folder)],
+            "evaluate": ["evaluate", "--model", str(tiny_model_dir), "--benchmark", str(bench), "--out", str(folder)]}
+    try:
+        assert main([*args[stage], "--quiet"]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{folder} is in use by another score (pid {proc.pid}" in err
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing of the refused command was written
