@@ -250,7 +250,7 @@ def run_lock(folder: Path, key: str, what: str, command: str = "") -> Iterator[N
     mine = folder / LOCK_DIR / f"{host}-{pid}.json"
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held only while checking/registering, not for the run
+        _flock(fd, fcntl.LOCK_EX)  # held only while checking/registering, not for the run
         try:
             if mine in _held:  # this process already owns the folder (one stage run inside another)
                 _held[mine] += 1
@@ -262,7 +262,7 @@ def run_lock(folder: Path, key: str, what: str, command: str = "") -> Iterator[N
                                          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command})
                 _held[mine] = 1
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
     try:
@@ -272,6 +272,18 @@ def run_lock(folder: Path, key: str, what: str, command: str = "") -> Iterator[N
         if not _held[mine]:
             del _held[mine]
             _release(folder, mine, created)
+
+
+def _flock(fd: int, op: int) -> None:
+    """``flock`` of the run folder; where the file system cannot lock a directory (some NFS setups),
+    go on without it: the owner files still refuse other commands, only two processes starting in the
+    same instant are then not told apart."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, op)
+    except OSError as e:
+        logger.debug("cannot flock the run folder (%s); checking owners without it", e)
 
 
 def lock_key(*parts: Any) -> str:
@@ -316,7 +328,7 @@ def _release(folder: Path, mine: Path, created: list[Path]) -> None:
     except OSError:
         return  # the folder was removed under us: nothing left to release
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd, fcntl.LOCK_EX)
         mine.unlink(missing_ok=True)
         for empty in [mine.parent, *created]:
             try:
