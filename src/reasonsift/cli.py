@@ -187,7 +187,8 @@ def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     final = report["final_loss"]
     print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
           f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
-          f"{'n/a' if final is None else f'{final:.4f}'} -> {args.out}")
+          f"{'n/a' if final is None else f'{final:.4f}'} (mean of the last {report.get('final_loss_steps', 1)} "
+          f"steps) -> {args.out}")
     return 0
 
 
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     plain, overrides = split_overrides(args.args)
     from reasonsift.data.records import DataError
     from reasonsift.models import ModelLoadError
+    from reasonsift.runfolder import WriteError
 
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args, plain, overrides)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError, WriteError) as e:
         print(f"reasonsift {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

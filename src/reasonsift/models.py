@@ -76,6 +76,45 @@ def _check_weights(name: str, allow_pickle: bool) -> None:
                              "model.allow_pickle=true if you trust this file")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# Config attributes that hold a model's maximum sequence length, by model family.
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def check_model_files(name: str, cfg: ModelConfig | None = None, tokenizer: bool = True) -> None:
+    """Raise ModelLoadError when a local model folder cannot be loaded, before anything is written.
+
+    Stages call it while validating their inputs, so a folder without weights or without a
+    tokenizer stops the command before a run folder exists. Hub ids are checked when loaded.
+    """
+    cfg = cfg or ModelConfig(model=name)
+    _check_weights(name, cfg.allow_pickle)
+    path = Path(name)
+    if tokenizer and path.is_dir() and not any((path / f).exists() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) in this model folder")
+
+
+def max_positions(name: str, trust_remote_code: bool = False) -> int | None:
+    """The longest sequence (prompt + response tokens) the model supports, from its config; None if unknown."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - an adapter folder or an odd config: the loaders report real problems
+        return None
+    return config_positions(config)
+
+
+def config_positions(config: Any) -> int | None:
+    """``max_positions`` from an already loaded model config."""
+    config = getattr(config, "text_config", None) or config  # multimodal configs nest the LM's
+    for key in POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """Load a tokenizer; give it a pad token (eos) when it has none, for batching."""
     from transformers import AutoTokenizer

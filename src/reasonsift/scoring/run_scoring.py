@@ -30,13 +30,14 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, config_to_dict
-from reasonsift.data.load import input_schema, iter_examples, parse_field_overrides
+from reasonsift.data.load import check_source, input_schema, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError
-from reasonsift.data.render import Tokenized, tokenize_example
-from reasonsift.models import load_model, load_tokenizer, resolve_device, resolve_dtype
+from reasonsift.data.render import Tokenized, context_overflow, template_notice, tokenize_example
+from reasonsift.models import (check_model_files, load_model, load_tokenizer, max_positions, resolve_device,
+                               resolve_dtype)
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
-                                  is_done, mark_done, rank_world, read_json, save_config, wait_for, write_atomic,
-                                  write_json_atomic)
+                                  is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config, wait_for,
+                                  write_atomic, write_json_atomic)
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import score_items, self_check
@@ -81,8 +82,13 @@ TOKEN_SHARD_SCHEMA = pa.schema([
 
 
 def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
-                   rank: int, world: int) -> int:
-    """Tokenize the pool once into token shards (this rank's shards); returns the shard count."""
+                   rank: int, world: int, model_positions: int | None = None,
+                   coerced: dict[str, Any] | None = None) -> int:
+    """Tokenize the pool once into token shards (this rank's shards); returns the shard count.
+
+    A row whose prompt plus scored window exceeds ``model_positions`` is a bad row (see
+    ``context_overflow``): quarantined under ``--skip-bad-rows``, else the run stops naming it.
+    """
     dc, sc = configs["data"], configs["score"]
     window = max(sc.long_tokens, sc.short_tokens, sc.max_full_tokens if sc.full_loss else 0)
     fields = parse_field_overrides(dc.fields)
@@ -93,8 +99,16 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         if shard % world != rank or is_done(path):
             return
         rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
-        for ex in buffer:
+        kept = 0
+        for raw, ex in buffer:
             tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
+            reason = context_overflow(len(tk.prompt_ids), len(tk.response_ids[:sc.long_tokens]), model_positions)
+            if reason:
+                if not dc.skip_bad_rows:
+                    raise DataError(f"{raw.where}: {reason} (use --skip-bad-rows to quarantine bad rows)")
+                rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
+                continue
+            kept += 1
             for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
                                ("domain", ex.domain), ("prompt_ids", tk.prompt_ids),
                                ("response_ids", tk.response_ids), ("n_prompt_tokens", len(tk.prompt_ids)),
@@ -103,10 +117,10 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rows[key].append(value)
         table = pa.table(rows, schema=TOKEN_SHARD_SCHEMA)
         write_atomic(path, lambda p: pq.write_table(table, p))
-        mark_done(path, {"examples": len(buffer), "rejected": rejected})
+        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"])})
 
     shard = 0
-    for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit):
+    for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit, coerced):
         if raw.index // sc.shard_size != shard:
             flush(shard)
             shard, buffer, rejected = raw.index // sc.shard_size, [], []
@@ -114,7 +128,7 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
         if ex is None:
             rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
         else:
-            buffer.append(ex)
+            buffer.append((raw, ex))
     if n_rows == 0:
         raise DataError(f"{data}: no rows")
     flush(shard)
@@ -184,20 +198,41 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
 
 def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                 progress: bool = True) -> dict[str, Any] | None:
-    """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge)."""
-    start = time.time()
-    paths = RunPaths(Path(run))
+    """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge).
+
+    The inputs (config, data file, model folders) are checked before RUN is created, and RUN is owned
+    (``run_lock``) for the whole run: a second command with another config is refused; the ranks of
+    one multi-process run share it.
+    """
     sc, mc = configs["score"], configs["model"]
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     check_score_config(sc)
+    check_source(data, configs["data"].split)
+    check_model_files(mc.model, mc)
+    if resolve_direction(sc) == "model":
+        check_model_files(sc.direction_model, mc, tokenizer=False)
+    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command):
+        return _run_scoring(data, configs, run, command, progress)
+
+
+def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
+                 progress: bool = True) -> dict[str, Any] | None:
+    start = time.time()
+    paths = RunPaths(Path(run))
+    sc, mc = configs["score"], configs["model"]
     rank, world = rank_world()
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, device, resolve_dtype(mc.dtype, device))
     if rank == 0:
         save_config(paths.config, config_to_dict(configs), command)
     tokenizer = load_tokenizer(mc.model, mc.trust_remote_code)
-    n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world)
+    template = template_notice(tokenizer, mc.model)
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row: each has the full tally
+    n_shards = prepare_shards(data, configs, tokenizer, paths, rank, world,
+                              max_positions(mc.model, mc.trust_remote_code), coerced)
+    warn_coercions(coerced, data)
     shard_files = [paths.token_shard(s) for s in range(n_shards)]
     wait_for(shard_files, "tokenization")
     n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
@@ -255,7 +290,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
                    "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world,
+                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,
                    "wall_time_s": round(time.time() - start, 3)})
     write_json_atomic(paths.report, report)
     return report
