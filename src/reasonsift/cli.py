@@ -190,11 +190,12 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
                           _data_overrides(args) + _score_overrides(args) + overrides)
     report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report:
+        from reasonsift.scoring.cost import token_cost_lines
+
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
-              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
-              f"{t['full_trace_all_checkpoints']:,} for full traces "
-              f"({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored: "
+              + "; ".join(token_cost_lines(t)))
     return 0
 
 
@@ -205,7 +206,7 @@ def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str])
     configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
     report = run_selection(run, configs, args.command_line, progress=not args.quiet)
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
-          f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
+          f"with {report['method']} -> {Path(run) / 'selected.jsonl'} (kept in {Path(run) / report['kept_in']})")
     return 0
 
 
@@ -221,7 +222,8 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
         return 0  # another rank merges and selects
     sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
     print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
-          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'} "
+          f"(kept in {Path(args.run) / sel['kept_in']})")
     return 0
 
 
