@@ -26,10 +26,10 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse}td,th{padding:3px 10px;text-align:right;border-bottom:1px solid #eee}
 th:first-child,td:first-child{text-align:left}.bar{height:9px;display:inline-block}
-.figs{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}svg text{font-size:11px;fill:#444}
+.figs{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}svg text{font-size:12px;fill:#444}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;max-width:900px;font-size:13px;margin:4px 0 8px}
 .key{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px}
-.header td,.header th{text-align:left;border:none;padding:2px 12px 2px 0}"""
+.header td,.header th{text-align:left;border:none;padding:2px 12px 2px 0}.header th{white-space:nowrap}"""
 
 
 def _esc(x: Any) -> str:
@@ -159,6 +159,8 @@ def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names:
     def point(i: int, extra: str) -> str:
         g = int(groups[i])
         fill = UNCLUSTERED if g < 0 else colors[g % len(colors)]
+        if g < 0:  # unclustered: lighter and smaller, so faded cluster colours stay distinct from them
+            extra = extra.replace('r="2.2" fill-opacity="0.6"', 'r="1.8" fill-opacity="0.35"')
         tip = f"<title>{_esc(titles[g])}</title>" if titles is not None and g >= 0 else ""
         return (f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" fill="{fill}" {extra}>{tip}</circle>'
                 if tip else f'<circle cx="{pix[i, 0]:.1f}" cy="{pix[i, 1]:.1f}" fill="{fill}" {extra}/>')
@@ -176,7 +178,7 @@ def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names:
     parts.append(f'<text x="{left + pw / 2:.0f}" y="{height - 8}" text-anchor="middle">{_esc(axis_labels[0])}</text>'
                  f'<text x="13" y="{top_ + ph / 2:.0f}" text-anchor="middle" '
                  f'transform="rotate(-90 13 {top_ + ph / 2:.0f})">{_esc(axis_labels[1])}</text>')
-    parts += [point(i, 'r="2.2" fill-opacity="0.45"') for i in rest]
+    parts += [point(i, 'r="2.2" fill-opacity="0.6"') for i in rest]
     parts += [point(i, 'r="3.5" stroke="#111" stroke-width="1"') for i in np.flatnonzero(selected)]
     parts.append("</svg>")
     n_out = int(outside.sum())
@@ -186,12 +188,18 @@ def svg_scatter(xy: np.ndarray, groups: np.ndarray, selected: np.ndarray, names:
     return "".join(parts) + clip
 
 
-def legend_html(names: list[str], colors: list[str], max_items: int = 40, what: str = "cluster") -> str:
-    """Colour swatches with their names (the first ``max_items``; hover the plot for the rest)."""
+def legend_html(names: list[str], colors: list[str], max_items: int = 40, what: str = "cluster",
+                grey: str = "") -> str:
+    """Colour swatches with their names (the first ``max_items``; hover the plot for the rest).
+
+    grey: the label of a grey swatch for points outside every group ("" for none).
+    """
     items = "".join(f'<span class="key"><span class="sw" style="background:{colors[i % len(colors)]}"></span>'
                     f"{_esc(n)}</span>" for i, n in enumerate(names[:max_items]))
     more = (f'<span class="muted"> … and {len(names) - max_items} more {what}s (hover a point for its {what})</span>'
             if len(names) > max_items else "")
+    if grey:
+        more += f'<span class="key"><span class="sw" style="background:{UNCLUSTERED}"></span>{_esc(grey)}</span>'
     return f'<div class="legend">{items}{more}</div>'
 
 
@@ -232,8 +240,8 @@ def _tokens(tokens: dict[str, Any] | None) -> str:
             continue
         value = int(tokens[key])
         rows.append(f"<tr><td>{label}</td><td>{value:,}</td><td>{_bar(value / top, '#c8c8c8')}</td></tr>")
-        summary.append(f"TEMP scored {versus(scored, value, label)}")
-    text = "; ".join(summary)
+        summary.append(versus(scored, value, label))
+    text = f"TEMP scored {scored:,} tokens: " + "; ".join(summary) if summary else ""
     return (f"<p>{_esc(text)}.</p>" if text else "") + "<table>" + "".join(rows) + "</table>"
 
 
@@ -248,7 +256,7 @@ def _difficulty_section(scores: pd.DataFrame, selected: np.ndarray, per_source: 
         if not m.any():
             continue
         figs.append(svg_histogram(d[m], d[m & selected], per_source[src].get("difficulty_threshold"),
-                                  f"{src} (n={int(m.sum())})"))
+                                  f"{src} (n={int(m.sum())})", x_label="difficulty (θ_rnd early-window loss)"))
     more = f'<p class="muted">First 24 of {len(per_source)} sources.</p>' if len(per_source) > 24 else ""
     return ('<p>Grey: pool; blue: selected; red dashed line: the difficulty filter\'s threshold (lowest '
             'difficulty kept; none when a source was small enough to be taken whole).</p>'
@@ -278,12 +286,13 @@ def why_not_clustered(report: dict[str, Any]) -> str:
         return f"{method} found no clusters to report."
     per_source = report.get("per_source", {})
     hard = sum(int(v.get("hard") or 0) for v in per_source.values())
-    if all(v.get("budget") is None for v in per_source.values()):
-        return (f"TEMP clusters loss vectors only to choose among the difficult examples of a source when its "
-                f"budget cannot take them all. Here the difficulty filter kept {hard} examples, which fit in the "
-                "budget, so all of them were taken and nothing had to be clustered.")
-    return ("TEMP clusters loss vectors only within a source whose difficult examples exceed its budget; here "
-            "every source's budget covered its difficult examples, so each was taken whole.")
+    chosen = sum(int(v.get("selected") or 0) for v in per_source.values())
+    if chosen >= hard:
+        return (f"TEMP clusters loss vectors only to choose among a source's difficult examples when its budget "
+                f"cannot take them all. Here the difficulty filter kept {hard} examples and the budget took every "
+                "one of them, so nothing had to be clustered (a smaller budget, or a larger pool, would cluster).")
+    return ("TEMP clusters loss vectors within a source whose difficult examples exceed its budget; no source "
+            "needed it in this selection.")
 
 
 def _cluster_section(scores: pd.DataFrame, selection: Selection) -> str:
@@ -306,7 +315,7 @@ def _cluster_section(scores: pd.DataFrame, selection: Selection) -> str:
     colors = cluster_colors(len(names))
     return (f"<p>PCA of the {x.shape[1]}-dim loss vectors; colour = the example's cluster ({len(names)} "
             f"clusters), outlined = selected{grey}. Hover a point for its cluster.</p>"
-            + legend_html(names, colors) + svg_scatter(pca_2d(x), groups, selection.selected, colors=colors,
+            + legend_html(names, colors, grey="not clustered" if unclustered else "") + svg_scatter(pca_2d(x), groups, selection.selected, colors=colors,
                                                        titles=names))
 
 

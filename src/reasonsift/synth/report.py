@@ -18,7 +18,7 @@ from reasonsift.runfolder import write_text_atomic
 from reasonsift.selection.report import CSS, PALETTE, legend_html, pca_2d, svg_scatter
 
 
-def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str], width: int = 560) -> str:
+def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str], width: int = 640) -> str:
     """Horizontal bars, one per method, on a labelled 0..max accuracy axis (values printed at the bar ends).
 
     The axis ends at the next tenth above the best value (at least 0.1), so differences between low
@@ -26,7 +26,7 @@ def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str],
     """
     from reasonsift.selection.report import nice_ticks
 
-    left, right, row, top = 120, 50, 24, 8
+    left, right, row, top = 120, 50, 28, 8
     hi = max(0.1, float(np.ceil(max(values + [0.0]) * 10) / 10))
     pw = width - left - right
     height = top + row * len(labels) + 34
