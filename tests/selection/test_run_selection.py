@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -237,16 +238,20 @@ def test_a_second_selection_keeps_the_first(scored_run, tmp_path, capsys):
     assert json.loads((run / "report.json").read_text())["selection"]["kept_in"] == "select/random-6-seed42"
 
 
-def test_report_shows_the_runs_warnings_theta_rnd_and_direction(scored_run, tmp_path):
-    """The isotropic fallback warned on the console: report.json's notes and report.html say it too."""
+def test_report_shows_the_runs_warnings_theta_rnd_and_direction(scored_run, tmp_path, caplog):
+    """Every warning select printed is in report.json's notes and report.html; the header names θ_rnd and θ_f."""
     run = tmp_path / "run"
     shutil.copytree(scored_run, run)
+    (run / "score" / "manifest.json").unlink()  # select then warns that the input cannot be checked
+    with caplog.at_level(logging.WARNING, logger="reasonsift"):
+        assert main(["select", str(run), "--budget", "8", "--quiet"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no scoring manifest" in w for w in warned)
     report = json.loads((run / "report.json").read_text())
-    assert any("no --direction-model" in n for n in report["notes"])
-    assert main(["select", str(run), "--budget", "8", "--quiet"]) == 0
+    assert set(warned) <= set(report["selection"]["notes"])
     page = (run / "report.html").read_text()
     notes = page[page.index("<h2>Notes</h2>"):page.index("<h2>Difficulty")]
-    assert "no --direction-model (θ_f)" in notes and "<li>none</li>" not in notes
+    assert "no scoring manifest" in notes and "<li>none</li>" not in notes
     assert "θ_rnd (difficulty)</th><td>Gaussian checkpoint" in page
     assert "no θ_f was given, so the loss vectors come from the nested Gaussian checkpoints" in page
     theta = report["theta_rnd"]

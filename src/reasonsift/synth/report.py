@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reasonsift.runfolder import write_text_atomic
-from reasonsift.selection.report import CSS, PALETTE, legend_html, pca_2d, svg_scatter
+from reasonsift.selection.report import CSS, PALETTE, legend_html, nice_ticks, pca_2d, svg_scatter
 
 
 def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str], width: int = 640) -> str:
@@ -24,8 +24,6 @@ def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str],
     The axis ends at the next tenth above the best value (at least 0.1), so differences between low
     accuracies are visible rather than a few pixels wide on a 0..1 axis.
     """
-    from reasonsift.selection.report import nice_ticks
-
     left, right, row, top = 120, 50, 28, 8
     hi = max(0.1, float(np.ceil(max(values + [0.0]) * 10) / 10))
     pw = width - left - right
