@@ -120,7 +120,7 @@ def test_no_clusters_are_explained(tmp_path):
     sel = select(df, SelectConfig(method="random", budget=10))
     write_report_html(df, sel, {}, tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "random ranks or samples examples; it does not cluster loss vectors." in page
+    assert "The random method ranks or samples examples; it does not cluster loss vectors." in page
     # TEMP with a budget that takes every difficult example: no clustering, and the page says why
     sel = select(df, SelectConfig(method="temp", budget=40))
     assert not sel.report["per_cluster"]

@@ -301,12 +301,13 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
         return _score(data, configs, run, command, progress, notes)
 
 
-def unknown_token_summary(markers: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any] | None:
+def unknown_token_summary(markers: list[dict[str, Any]], tokenizer: Any, warn: bool = True) -> dict[str, Any] | None:
     """How many response tokens the tokenizer mapped to its unknown token, from the token shards' markers.
 
     Returns None when the tokenizer has no unknown token (byte-level BPE never needs one) or the
-    shards predate the count. Warns when the share is above ``UNKNOWN_TOKEN_WARN_SHARE``: losses of
-    text the model cannot see are not a signal about that text.
+    shards predate the count. Above ``UNKNOWN_TOKEN_WARN_SHARE`` the summary carries a ``warning``
+    (logged when ``warn``: one rank says it): losses of text the model cannot see are not a signal
+    about that text.
     """
     if real_unk_id(tokenizer) is None or any("unknown_tokens" not in m for m in markers):
         return None
@@ -314,13 +315,14 @@ def unknown_token_summary(markers: list[dict[str, Any]], tokenizer: Any) -> dict
     total = sum(m.get("response_tokens", 0) for m in markers)
     example = next((m["unknown_example"] for m in markers if m.get("unknown_example")), None)
     out = {"token": tokenizer.unk_token, "count": count, "response_tokens": total,
-           "share": round(count / total, 4) if total else 0.0, "example": example}
+           "share": round(count / total, 4) if total else 0.0, "example": example, "warning": None}
     if total and count / total > UNKNOWN_TOKEN_WARN_SHARE:
         eg = (f"; e.g. {example['text']!r} in example {example['id']} ({example['context']!r})" if example else "")
-        logger.warning("the tokenizer maps %.1f%% of the response tokens (%s of %s) to its unknown token %s%s. "
-                       "The model cannot see that text, so its losses say little about it: use a model whose "
-                       "tokenizer covers the data", 100 * count / total, f"{count:,}", f"{total:,}",
-                       tokenizer.unk_token, eg)
+        out["warning"] = (f"the tokenizer maps {100 * count / total:.1f}% of the response tokens ({count:,} of "
+                          f"{total:,}) to its unknown token {tokenizer.unk_token}{eg}. The model cannot see that "
+                          "text, so its losses say little about it: use a model whose tokenizer covers the data")
+        if warn:
+            logger.warning("%s", out["warning"])
     return out
 
 
@@ -343,7 +345,7 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     _wait_for(shard_files, "tokenization")
     markers = [read_json(done_marker(f)) for f in shard_files]
     n_examples = [m.get("examples", 0) for m in markers]
-    unknown = unknown_token_summary(markers, tokenizer) if rank == 0 else None
+    unknown = unknown_token_summary(markers, tokenizer, warn=rank == 0)
     if not any(n_examples):
         from reasonsift.scoring.merge import write_rejected
 
@@ -401,6 +403,7 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
                    "wall_time_s": round(time.time() - start, 3)})
     if unknown is not None:
         report["unknown_tokens"] = unknown
-    report["notes"] = list(notes)
+    # the merging rank's warnings, and the data warning whichever rank printed it
+    report["notes"] = list(notes) + [w for w in [(unknown or {}).get("warning")] if w and w not in notes]
     write_json_atomic(paths.report, report)
     return report

@@ -281,9 +281,9 @@ def why_not_clustered(report: dict[str, Any]) -> str:
     """Why this selection has no clusters, from its own report (TEMP clusters only when it must choose)."""
     method = report.get("method")
     if method not in ("temp", "s2l", "embedding"):
-        return f"{method} ranks or samples examples; it does not cluster loss vectors."
+        return f"The {method} method ranks or samples examples; it does not cluster loss vectors."
     if method != "temp":
-        return f"{method} found no clusters to report."
+        return f"The {method} method found no clusters to report."
     per_source = report.get("per_source", {})
     hard = sum(int(v.get("hard") or 0) for v in per_source.values())
     chosen = sum(int(v.get("selected") or 0) for v in per_source.values())

@@ -58,7 +58,9 @@ def _accuracy_table(results: dict[str, Any]) -> str:
     labels = [*results["methods"], "θ₀ (no SFT)"]
     values = [float(r["accuracy"]) for r in results["methods"].values()] + [float(results["base_accuracy"])]
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(results["methods"]))] + ["#8c8c8c"]
-    return svg_accuracy_bars(labels, values, colors) + "".join(rows)
+    empty = ('<p class="muted">No model solved a held-out problem, so every bar is empty (the --quick size trains '
+             "too little for that; the full demo does).</p>" if max(values) == 0 else "")
+    return svg_accuracy_bars(labels, values, colors) + empty + "".join(rows)
 
 
 def _difficulty_by_steps(scores: pd.DataFrame, truth: dict[str, dict[str, Any]]) -> str:
