@@ -7,6 +7,7 @@
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
+    reasonsift config [SECTION]          (every section.key=value option with its default and meaning)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", help="selection method (default temp)")
     _common(p)
-    p = sub.add_parser("critical", usage=USAGE["critical"], help="critical tokens by counterfactual substitution (CFT masks)")
+    p = sub.add_parser("critical", usage=USAGE["critical"],
+                       help="critical tokens by counterfactual substitution (CFT masks)")
     p.add_argument("--model", help="required: the model to be fine-tuned, a local folder or HF hub id "
                                    "(or model.model in --config)")
     p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
@@ -131,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", usage="reasonsift config [SECTION]",
                        help="list every section.key=value option with its default and meaning")
     p.add_argument("section", nargs="?", metavar="SECTION", help="one of: " + ", ".join(CONFIG_SECTIONS))
-    p = sub.add_parser("demo", usage=USAGE["demo"], help="the whole pipeline on the embedded synthetic reasoning world")
+    p = sub.add_parser("demo", usage=USAGE["demo"],
+                       help="the whole pipeline on the embedded synthetic reasoning world")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)

@@ -107,7 +107,7 @@ class EvalConfig:
     seed: int = 0  # seeds sampling (temperature > 0)
     limit: int | None = None  # evaluate only the first N items
     system_prompt: str | None = None  # must match the one used for training, if any
-    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"  # how answers are compared; auto: from the gold answer
+    answer_kind: Literal["auto", "math", "choice", "text"] = "auto"  # auto: judged from the gold answer's form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,7 @@ class CriticalConfig:
     responses, kept when their final answer is right.
     """
 
-    responses: Literal["greedy", "dataset"] = "greedy"  # greedy: the model's verified-correct solutions; dataset: the rows' own
+    responses: Literal["greedy", "dataset"] = "greedy"  # greedy: the model's checked solutions; dataset: the rows' own
     alternatives: int = 2  # substitutes per position (CFT: the 2nd and 3rd most probable tokens)
     max_new_tokens: int = 1024  # cap on a greedy solution (responses=greedy)
     max_response_tokens: int = 2048  # longer responses are skipped and counted (cost grows as length²)
@@ -148,7 +148,7 @@ class TrainConfig:
     tokens + EOS; UPFT's code default length is 32, its mixing ratio has no default: 0.5 is ours).
     """
 
-    objective: Literal["sft", "cft", "dft", "prefix"] = "sft"  # sft: every response token; cft: critical tokens; dft: NLL x p; prefix: UPFT
+    objective: Literal["sft", "cft", "dft", "prefix"] = "sft"  # sft, cft (critical tokens), dft (NLL x p), prefix
     learning_rate: float = 1e-5  # peak AdamW learning rate
     num_train_epochs: float = 3.0  # passes over the data (fractions allowed)
     max_steps: int = -1  # > 0 overrides num_train_epochs

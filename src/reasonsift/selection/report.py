@@ -315,8 +315,8 @@ def _cluster_section(scores: pd.DataFrame, selection: Selection) -> str:
     colors = cluster_colors(len(names))
     return (f"<p>PCA of the {x.shape[1]}-dim loss vectors; colour = the example's cluster ({len(names)} "
             f"clusters), outlined = selected{grey}. Hover a point for its cluster.</p>"
-            + legend_html(names, colors, grey="not clustered" if unclustered else "") + svg_scatter(pca_2d(x), groups, selection.selected, colors=colors,
-                                                       titles=names))
+            + legend_html(names, colors, grey="not clustered" if unclustered else "")
+            + svg_scatter(pca_2d(x), groups, selection.selected, colors=colors, titles=names))
 
 
 def _cluster_composition(per_cluster: dict[str, dict[str, int]], n_pool: int, n_sel: int,
@@ -391,7 +391,8 @@ def write_report_html(scores: pd.DataFrame, selection: Selection, report: dict[s
     r = selection.report
     budget = f"{r['budget']} examples" if r.get("budget") is not None else f"{r.get('budget_tokens')} tokens"
     notes: list[str] = []
-    for n in [*(report.get("notes") or []), *r.get("notes", []), *((report.get("selection") or {}).get("notes") or [])]:
+    scoring_notes, selection_notes = report.get("notes") or [], (report.get("selection") or {}).get("notes") or []
+    for n in [*scoring_notes, *r.get("notes", []), *selection_notes]:
         if n not in notes:
             notes.append(n)
     notes_html = "".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>"

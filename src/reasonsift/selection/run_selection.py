@@ -135,6 +135,8 @@ def write_selected(data: str, split: str, row_indices: set[int], out: Path) -> i
 
 def dataset_card(scoring: dict[str, Any], report: dict[str, Any], configs: dict[str, Any]) -> str:
     """A short dataset card for the curated subset (provenance a user can publish with it)."""
+    from reasonsift.scoring.cost import token_cost_lines
+
     sel = configs["select"]
     sources = "\n".join(f"| {s} | {v.get('pool', '')} | {v.get('selected', '')} |"
                         for s, v in sorted(report.get("per_source", {}).items()))
@@ -147,7 +149,7 @@ tags: [reasonsift, data-selection, reasoning]
 - **Scorer model (θ₀)**: `{scoring.get('model')}`; direction: {scoring.get('direction', {}).get('source')}
 - **Budget**: {sel.budget if sel.budget is not None else f"{sel.budget_tokens} response tokens"}; selected {report['n_selected']} examples, {report['selected_tokens']:,} response tokens
 - **Seed**: {sel.seed}
-- **Tokens scored**: {scoring['tokens']['scored']:,} (full-trace scoring at the same checkpoints: {scoring['tokens']['full_trace_all_checkpoints']:,})
+- **Tokens scored**: {scoring['tokens']['scored']:,} ({'; '.join(token_cost_lines(scoring['tokens']))})
 - **Command**: `{report.get('command', '')}`
 
 | source | pool | selected |
