@@ -46,9 +46,10 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         return [lo]
     raw = (hi - lo) / max(n - 1, 1)
     mag = 10 ** np.floor(np.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    # the round step whose number of intervals is nearest n - 1 (ties: the larger step)
+    step = min((m * mag for m in (10, 5, 2.5, 2, 1)), key=lambda st: abs((hi - lo) / st - (n - 1)))
     first = np.ceil(lo / step) * step
-    return [float(t) for t in np.arange(first, hi + step * 1e-9, step)]
+    return [round(float(t), 12) for t in np.arange(first, hi + step * 1e-9, step)]
 
 
 def svg_histogram(pool: np.ndarray, chosen: np.ndarray, threshold: float | None, title: str,
@@ -345,10 +346,10 @@ def theta_rnd_text(theta: dict[str, Any] | None) -> str:
         return "none (no Gaussian checkpoint was scored; difficulty is empty)"
     low, high = theta.get("target_range", [2, 3])
     ratios = [r for r in theta.get("ratios", []) if r == r]
-    span = f"{min(ratios):.3g}–{max(ratios):.3g}" if ratios else "n/a"
+    span = f"{min(ratios):.4g}–{max(ratios):.4g}" if ratios else "n/a"
     of = len(theta.get("ratios", []))
     if theta.get("in_range"):
-        return (f"Gaussian checkpoint {theta['checkpoint']} of {of} (mean-loss ratio to θ₀ {theta['ratio']:.3g}, "
+        return (f"Gaussian checkpoint {theta['checkpoint']} of {of} (mean-loss ratio to θ₀ {theta['ratio']:.4g}, "
                 f"inside the target [{low:g}, {high:g}])")
     return (f"Gaussian checkpoint {theta['checkpoint']} of {of}, the nearest to the target: no checkpoint had a "
             f"mean-loss ratio to θ₀ in [{low:g}, {high:g}] (ratios {span}), so the difficulty signal is off the "
@@ -375,7 +376,7 @@ def header_html(report: dict[str, Any]) -> str:
             ("direction", direction_text(report.get("direction"), report.get("loss_vectors_from"))
              if "direction" in report else None)]
     unk = report.get("unknown_tokens")
-    if unk:
+    if unk and unk.get("count"):
         rows.append(("unknown tokens", f"{100 * unk['share']:.1f}% of response tokens map to {unk['token']}"))
     cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows if v is not None)
     return f'<table class="header">{cells}</table>' if cells else ""
