@@ -7,6 +7,7 @@
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
+    reasonsift config [SECTION]          (every section.key=value option with its default and meaning)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift import api
-from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError
+from reasonsift.config import CONFIG_SECTIONS, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError
 
 logger = logging.getLogger("reasonsift")
 
@@ -43,11 +44,36 @@ def split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
     return plain, overrides
 
 
+# What each subcommand's usage line shows (argparse would print "[args ...]" and hide what is required).
+USAGE = {
+    "score": "reasonsift score DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "select": "reasonsift select RUN (--budget N | --budget-tokens T) [--method M] [options] [section.key=value ...]",
+    "curate": "reasonsift curate DATA --model MODEL --run RUN (--budget N | --budget-tokens T) [options] "
+              "[section.key=value ...]",
+    "critical": "reasonsift critical DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "train": "reasonsift train DATA --model MODEL --out DIR [--objective sft|cft|dft|prefix] [options] "
+             "[section.key=value ...]",
+    "evaluate": "reasonsift evaluate --model MODEL --benchmark FILE [options] [section.key=value ...]",
+    "demo": "reasonsift demo [--quick] [--out DIR] [--methods M ...]",
+}
+POSITIONAL = {"score": "DATA", "select": "RUN", "curate": "DATA", "critical": "DATA", "train": "DATA"}
+DATA_HELP = "the pool: .jsonl(.gz), .json, .parquet, a save_to_disk folder, or a hub dataset id"
+OVERRIDES_HELP = "then section.key=value overrides; `reasonsift config` lists every key"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with data:/model:/score:/select:/train:/evaluate: sections")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    p.add_argument("args", nargs="*", help="positional arguments, then section.key=value overrides")
+    name = p.prog.split()[-1]
+    what = POSITIONAL.get(name)
+    if what == "RUN":
+        help_ = f"RUN: the run folder `reasonsift score` wrote; {OVERRIDES_HELP}"
+    elif what == "DATA":
+        help_ = f"DATA: {DATA_HELP}; {OVERRIDES_HELP}"
+    else:
+        help_ = "section.key=value overrides; `reasonsift config` lists every key"
+    p.add_argument("args", nargs="*", metavar=f"{what} [key=value]" if what else "key=value", help=help_)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -59,7 +85,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="θ₀: HF hub id or local folder")
+    p.add_argument("--model", help="required: θ₀, a local model folder or HF hub id (or model.model in --config)")
     p.add_argument("--run", required=True, help="run folder (created; a rerun resumes)")
     p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
@@ -73,43 +99,56 @@ def _select_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
-    parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("score", help="early-token losses under seeded weight perturbations")
+    parser = argparse.ArgumentParser(
+        prog="reasonsift", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TEMP data curation and token-level objectives for reasoning SFT.\n\n"
+                    + "\n".join("  " + u for u in USAGE.values())
+                    + "\n  reasonsift config [SECTION]   (every section.key=value option, its default and meaning)",
+        epilog="Every subcommand takes --config FILE.yaml and trailing section.key=value overrides; the resolved "
+               "config is written next to the outputs. `reasonsift SUBCOMMAND --help` for its options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("score", usage=USAGE["score"], help="early-token losses under seeded weight perturbations")
     _score_flags(p)
     _data_flags(p)
     _common(p)
-    p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
+    p = sub.add_parser("select", usage=USAGE["select"], help="choose a subset from RUN/scores.parquet")
     _select_flags(p)
     p.add_argument("--seed", type=int, help="selection seed (select.seed)")
     _common(p)
-    p = sub.add_parser("curate", help="score + select in one command")
+    p = sub.add_parser("curate", usage=USAGE["curate"], help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
     _select_flags(p)
     _common(p)
-    p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
-    p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
+    p = sub.add_parser("critical", usage=USAGE["critical"],
+                       help="critical tokens by counterfactual substitution (CFT masks)")
+    p.add_argument("--model", help="required: the model to be fine-tuned, a local folder or HF hub id "
+                                   "(or model.model in --config)")
     p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
     _data_flags(p)
     _common(p)
-    p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
-    p.add_argument("--model", help="base model: HF hub id or local folder")
+    p = sub.add_parser("train", usage=USAGE["train"],
+                       help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
+    p.add_argument("--model", help="required: the base model, a local folder or HF hub id (or model.model in --config)")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes from its checkpoints)")
     p.add_argument("--objective", choices=OBJECTIVES, help="training objective (train.objective)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter and save the merged model")
     _data_flags(p)
     _common(p)
-    p = sub.add_parser("evaluate", help="accuracy and pass@k of a model on a benchmark file")
-    p.add_argument("--model", required=True, help="model folder or hub id")
+    p = sub.add_parser("evaluate", usage=USAGE["evaluate"], help="accuracy and pass@k of a model on a benchmark file")
+    p.add_argument("--model", required=True, help="required: model folder or HF hub id")
     p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
     p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
     p.add_argument("--out", help="output folder (default MODEL/eval/<folder>-<file stem> of the benchmark)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     _common(p)
-    p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
+    p = sub.add_parser("config", usage="reasonsift config [SECTION]",
+                       help="list every section.key=value option with its default and meaning")
+    p.add_argument("section", nargs="?", metavar="SECTION", help="one of: " + ", ".join(CONFIG_SECTIONS))
+    p = sub.add_parser("demo", usage=USAGE["demo"],
+                       help="the whole pipeline on the embedded synthetic reasoning world")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
@@ -142,11 +181,12 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     report = api.score(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.seed,
                        **_data(args), **_common_kwargs(args, overrides))
     if report:
+        from reasonsift.scoring.cost import token_cost_lines
+
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
-              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
-              f"{t['full_trace_all_checkpoints']:,} for full traces "
-              f"({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored: "
+              + "; ".join(token_cost_lines(t)))
     return 0
 
 
@@ -154,7 +194,7 @@ def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str])
     run = _one(plain, "RUN folder")
     report = api.select(run, args.budget, args.budget_tokens, args.method, args.seed, **_common_kwargs(args, overrides))
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
-          f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
+          f"with {report['method']} -> {Path(run) / 'selected.jsonl'} (kept in {Path(run) / report['kept_in']})")
     return 0
 
 
@@ -164,7 +204,8 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
     if sel is None:
         return 0  # another rank merges and selects
     print(f"selected {sel['n_selected']} of {sel['scoring']['counts']['examples']} examples "
-          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'} "
+          f"(kept in {Path(args.run) / sel['kept_in']})")
     return 0
 
 
@@ -208,8 +249,16 @@ def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -
     return 0
 
 
+def cmd_config(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.config_help import format_config_help
+
+    print(format_config_help(args.section), end="")
+    return 0
+
+
 COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
-            "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.args = list(args.args) + extra
+    args.args = list(getattr(args, "args", [])) + extra
     # what the run folders record as the command: the argv actually parsed (main() may be called from Python)
     args.command_line = shlex.join(["reasonsift", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

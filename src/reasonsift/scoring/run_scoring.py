@@ -41,6 +41,7 @@ from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.scorer import score_items, self_check
+from reasonsift.scoring.unknown_tokens import real_unk_id, unknown_example, unknown_token_summary
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,15 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
     fields = parse_field_overrides(dc.fields)
     n_rows, buffer, rejected = 0, [], []
 
+    unk_id = real_unk_id(tokenizer)
+
     def flush(shard: int) -> None:
         path = paths.token_shard(shard)
         if shard % world != rank or is_done(path):
             return
         rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
         kept = 0
+        unk = {"unknown_tokens": 0, "response_tokens": 0, "unknown_example": None}
         for raw, ex in buffer:
             tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
             reason = context_overflow(len(tk.prompt_ids), len(tk.response_ids[:sc.long_tokens]), model_positions)
@@ -109,6 +113,12 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
                 continue
             kept += 1
+            if unk_id is not None:
+                n_unk = sum(1 for t in tk.response_ids if t == unk_id)
+                unk["unknown_tokens"] += n_unk
+                unk["response_tokens"] += len(tk.response_ids)
+                if n_unk and unk["unknown_example"] is None:
+                    unk["unknown_example"] = unknown_example(tokenizer, ex.id, ex.response)
             for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
                                ("domain", ex.domain), ("prompt_ids", tk.prompt_ids),
                                ("response_ids", tk.response_ids), ("n_prompt_tokens", len(tk.prompt_ids)),
@@ -117,7 +127,8 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rows[key].append(value)
         table = pa.table(rows, schema=TOKEN_SHARD_SCHEMA)
         write_atomic(path, lambda p: pq.write_table(table, p))
-        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"])})
+        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"]),
+                         **(unk if unk_id is not None else {})})
 
     shard = 0
     for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit, coerced):
@@ -202,7 +213,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
 
     The inputs (config, data file, model folders) are checked before RUN is created, and RUN is owned
     (``run_lock``) for the whole run: a second command with another config is refused; the ranks of
-    one multi-process run share it.
+    one multi-process run share it. Every warning logged on the way is also in the report's ``notes``.
     """
     sc, mc = configs["score"], configs["model"]
     if not mc.model:
@@ -213,12 +224,15 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     if resolve_direction(sc) == "model":
         check_model_files(sc.direction_model, mc, tokenizer=False)
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    from reasonsift.run_notes import collect_warnings
+
     with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command):
-        return _run_scoring(data, configs, run, command, progress)
+        with collect_warnings() as notes:
+            return _score(data, configs, run, command, progress, notes)
 
 
-def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
-                 progress: bool = True) -> dict[str, Any] | None:
+def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, progress: bool,
+           notes: list[str]) -> dict[str, Any] | None:
     start = time.time()
     paths = RunPaths(Path(run))
     sc, mc = configs["score"], configs["model"]
@@ -235,7 +249,9 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     warn_coercions(coerced, data)
     shard_files = [paths.token_shard(s) for s in range(n_shards)]
     wait_for(shard_files, "tokenization")
-    n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
+    markers = [read_json(done_marker(f)) for f in shard_files]
+    n_examples = [m.get("examples", 0) for m in markers]
+    unknown = unknown_token_summary(markers, tokenizer, warn=rank == 0)
     if not any(n_examples):
         from reasonsift.scoring.merge import write_rejected
 
@@ -267,7 +283,8 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
         stats = perturber.apply(stage, k)
         write_json_atomic(paths.perturbation(stage, k), stats)
         for s in todo:
-            table = _score_unit(model, pq.read_table(paths.token_shard(s)), window, sc, progress=False)
+            bar.set_postfix_str(f"{stage} {k}, shard {s}")
+            table = _score_unit(model, pq.read_table(paths.token_shard(s)), window, sc, progress=progress)
             write_atomic(paths.unit(stage, k, s), lambda p, t=table: pq.write_table(t, p))
             mark_done(paths.unit(stage, k, s))
             bar.update(1)
@@ -292,5 +309,9 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
                    "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,
                    "wall_time_s": round(time.time() - start, 3)})
+    if unknown is not None:
+        report["unknown_tokens"] = unknown
+    # the merging rank's warnings, and the data warning whichever rank printed it
+    report["notes"] = list(notes) + [w for w in [(unknown or {}).get("warning")] if w and w not in notes]
     write_json_atomic(paths.report, report)
     return report
