@@ -29,6 +29,7 @@ from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.runfolder import (RunPaths, read_json, save_config, write_atomic, write_json_atomic,
                                   write_text_atomic)
+from reasonsift.scoring.signals import compute_signals
 from reasonsift.selection.select import select
 from reasonsift.selection.report import write_report_html
 
@@ -187,9 +188,10 @@ def run_selection(run: str | Path, configs: dict[str, Any], command: str = "", p
     write_atomic(paths.scores, lambda p: pq.write_table(out, p))
     save_config(paths.config, {**{k: v for k, v in saved.items() if k != "select"},
                                **config_to_dict({"select": sel})}, command)
-    write_json_atomic(paths.report, {**scoring, "selection": report})
+    signals = compute_signals(scores, scoring.get("theta_rnd"), selection.cluster, sel.min_response_tokens, sel.seed)
+    write_json_atomic(paths.report, {**scoring, "selection": report, "signals": signals})
     write_report_html(scores, selection, {**report, "tokens": scoring.get("tokens", {}),
-                                          "theta_rnd": scoring.get("theta_rnd")}, paths.report_html)
+                                          "theta_rnd": scoring.get("theta_rnd"), "signals": signals}, paths.report_html)
     write_text_atomic(paths.dataset_card, dataset_card(scoring, report, configs))
     logger.info("selected %d examples with %s", report["n_selected"], report["method"])
     return report
