@@ -221,7 +221,8 @@ def difficulty_table(scores: pd.DataFrame, target: np.ndarray, target_name: str)
 def theta_rnd_summary(report: dict[str, Any]) -> dict[str, Any]:
     t, noise = report["theta_rnd"], report.get("noise", {})
     s = {"checkpoint": t["checkpoint"], "ratio": t["ratio"], "in_range": t["in_range"], "ratios": t["ratios"],
-         "noise_mode": noise.get("mode"), "scale": noise.get("scale"), "stds": noise.get("stds")}
+         "noise_mode": noise.get("mode"), "scale": noise.get("scale"), "stds": noise.get("stds"),
+         "search": noise.get("search")}
     stds = noise.get("stds") or []
     std = stds[t["checkpoint"] - 1] if len(stds) >= t["checkpoint"] else float("nan")
     print(f"  θ_rnd: checkpoint {t['checkpoint']} (per-coordinate std {std:.3g}), mean-loss ratio {t['ratio']:.3f} "

@@ -14,7 +14,7 @@ from reasonsift.config import ConfigError
 from reasonsift.scoring.gradients import check_gradients, spearman_ci
 from tests.conftest import gsm8k_lines
 
-SMALL = ["score.num_isotropic=2", "score.num_directional=3", "score.short_tokens=16", "score.long_tokens=48",
+SMALL = ["score.noise=fixed", "score.num_isotropic=2", "score.num_directional=3", "score.short_tokens=16", "score.long_tokens=48",
          "score.isotropic_std_start=0.02", "score.isotropic_std_end=0.2"]
 
 
