@@ -156,3 +156,10 @@ def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, prog
     from reasonsift.synth.demo import run_demo
 
     return run_demo(out, quick=quick, seed=seed, progress=progress, methods=tuple(methods))
+
+
+def check_gradients(run: str | Path, pairs: int = 32, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """``reasonsift check-gradients``: Theorem 3.1 on a scored run; returns ``RUN/gradient_check.json``."""
+    from reasonsift.scoring.gradients import check_gradients as run_check
+
+    return run_check(run, pairs=pairs, seed=seed, progress=progress)

@@ -8,6 +8,7 @@
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
     reasonsift config [SECTION]          (every section.key=value option with its default and meaning)
+    reasonsift check-gradients RUN [--pairs N]   (Theorem 3.1 on a scored run: loss vectors vs gradients)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to compare: selection methods (temp random s2l ...), full (the whole pool), "
                         "cft (the random subset trained on its critical tokens); default: temp random")
     _common(p)
+    p = sub.add_parser("check-gradients", help="test Theorem 3.1 on a scored run: loss-vector distance vs "
+                                               "gradient difference along the fine-tuning direction")
+    p.add_argument("--pairs", type=int, default=32, help="disjoint example pairs (2 backward passes each)")
+    p.add_argument("--seed", type=int, default=0, help="draws the pairs")
+    _common(p)
     return parser
 
 
@@ -249,6 +255,18 @@ def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -
     return 0
 
 
+def cmd_check_gradients(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"check-gradients takes no overrides: {' '.join(overrides)}")
+    r = api.check_gradients(_one(plain, "RUN folder"), pairs=args.pairs, seed=args.seed, progress=not args.quiet)
+    s = r["spearman"]
+    print(f"{r['pairs']} pairs: Spearman(|Δ⟨∇L, e⟩|, loss-vector distance) = {s['loss_vector_linf']['rho']:.3f} "
+          f"(L∞, 95% CI {s['loss_vector_linf']['ci95'][0]:.2f}..{s['loss_vector_linf']['ci95'][1]:.2f}), "
+          f"{s['loss_vector_l2']['rho']:.3f} (L2); θ₀-loss difference alone {s['base_loss_diff']['rho']:.3f} "
+          f"-> {Path(r['run']) / 'gradient_check.json'}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     from reasonsift.config_help import format_config_help
 
@@ -258,7 +276,7 @@ def cmd_config(args: argparse.Namespace, plain: list[str], overrides: list[str])
 
 COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
             "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
-            "config": cmd_config}
+            "config": cmd_config, "check-gradients": cmd_check_gradients}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,10 @@ class ScoreConfig:
     isotropic_std_end: float = 8e-3  # cumulative per-coordinate std of the last one
     target_ratio_low: float = 2.0  # θ_rnd: dataset-mean loss ratio to θ₀ must lie in [low, high]
     target_ratio_high: float = 3.0  # ... and high; the checkpoint nearest the range is used when none is inside
+    # The paper's stds were set for 7B models and miss the band on small ones, hence calibrate by default.
+    noise: Literal["calibrate", "fixed"] = "calibrate"  # calibrate: scale the std schedule until θ_rnd's ratio is in the band; fixed: the stds as given
+    calibration_examples: int = 64  # seeded sample of the pool the noise scale is searched on
+    calibration_trials: int = 12  # most checkpoints tried by that search
     direction: Literal["auto", "model", "finetune", "isotropic"] = "auto"  # θ_f - θ₀: auto = model if given, else isotropic
     direction_model: str | None = None  # θ_f folder or hub id (direction=model)
     finetune_steps: int = 50  # direction=finetune: steps of a short SFT on a random sample
@@ -101,6 +105,9 @@ class SelectConfig:
     s2l_clusters: int = 100  # S2L: clusters per source
     embedding_batch_tokens: int = 8192  # embedding baseline: tokens per forward
     embedding_max_tokens: int = 16384  # embedding baseline: truncate prompt+response
+    # Guard against the short-response trap (a few tokens with a high mean loss win TEMP's difficulty
+    # filter). 0 = off (the paper's algorithm)
+    min_response_tokens: int = 0  # rows with fewer response tokens are left out before any method runs; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,9 +171,23 @@ class RunPaths:
         """One scoring unit: the losses of one shard at one checkpoint."""
         return self.score_dir / stage / f"ckpt{ckpt}" / f"shard{shard:05d}.parquet"
 
+    @property
+    def token_dir(self) -> Path:
+        """The pool, tokenized once into shards (read at every checkpoint)."""
+        return self.score_dir / "tokens"
+
     def token_shard(self, shard: int) -> Path:
-        """One shard of the tokenized pool (tokenized once, read at every checkpoint)."""
-        return self.score_dir / "tokens" / f"shard{shard:05d}.parquet"
+        return self.token_dir / f"shard{shard:05d}.parquet"
+
+    @property
+    def calibration(self) -> Path:
+        """score.noise=calibrate: the searched Gaussian schedule (done-marked; a rerun reuses it)."""
+        return self.score_dir / "calibration.json"
+
+    @property
+    def gradient_check(self) -> Path:
+        """``reasonsift check-gradients``: Theorem 3.1 on this run."""
+        return self.root / "gradient_check.json"
 
     def perturbation(self, stage: str, ckpt: int) -> Path:
         """What one checkpoint's perturbation drew (norms, radius), beside its units."""

@@ -207,6 +207,41 @@ def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, p
             "lr": sc.finetune_lr, "norm": perturber.direction_norm}
 
 
+def _noise_schedule(sc: Any, perturber: Perturber, paths: RunPaths, shard_files: list[Path], n_examples: list[int],
+                    progress: bool) -> dict[str, Any]:
+    """Set the Gaussian step stds on the perturber: the fixed schedule, or one calibrated to the model.
+
+    The calibration runs once, on rank 0, before any Gaussian checkpoint is scored, and is kept in
+    ``score/calibration.json`` (done-marked): a rerun reuses it instead of searching again, so resumed
+    units and new ones share one schedule. Its inputs (seed, sample size, band, schedule shape) are in the
+    config hash of the manifest.
+    """
+    from reasonsift.scoring.calibrate import calibrate_noise, calibration_sample, fixed_schedule
+
+    if sc.noise == "fixed" or sc.num_isotropic == 0:
+        record = fixed_schedule(sc)
+    else:
+        saved = paths.calibration
+        if rank_world()[0] != 0:
+            wait_for([saved], "the noise calibration on rank 0")
+        if not is_done(saved):
+            offsets = np.cumsum([0] + n_examples)  # global example index where each shard starts
+            chosen = np.array(calibration_sample(int(offsets[-1]), sc.calibration_examples, sc.seed), dtype=np.int64)
+            items = []
+            for s in range(len(shard_files)):
+                local = chosen[(chosen >= offsets[s]) & (chosen < offsets[s + 1])] - offsets[s]
+                if len(local):
+                    t = pq.read_table(shard_files[s], columns=["prompt_ids", "response_ids"]).take(local)
+                    items += [Tokenized(p, r).window(sc.short_tokens)
+                              for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
+            logger.info("calibrating the Gaussian noise on %d examples (score.noise=calibrate)", len(items))
+            write_json_atomic(saved, calibrate_noise(perturber, items, sc, progress))
+            mark_done(saved)
+        record = read_json(saved)
+    perturber.iso_steps = list(record["steps"])
+    return record
+
+
 def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                 progress: bool = True) -> dict[str, Any] | None:
     """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge).
@@ -270,6 +305,7 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
                           directional_lambdas(sc.min_radius, sc.final_radius, sc.num_directional),
                           sc.directional_embeddings)
     direction = _load_direction(configs, perturber, model, paths, n_shards)
+    noise = _noise_schedule(sc, perturber, paths, shard_files, n_examples, progress)
     my_shards = [s for s in range(n_shards) if s % world == rank]
     checkpoints = checkpoint_plan(sc)
     from tqdm.auto import tqdm
@@ -301,10 +337,16 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
             logger.info("rank %d: another process is merging", rank)
             return None
         report = merge_scores(paths, configs, n_shards, checkpoints)
+    from reasonsift.scoring.signals import compute_signals
+
+    table = pq.read_table(paths.scores, columns=["source", "n_prompt_tokens", "n_response_tokens", "difficulty"])
+    report["signals"] = compute_signals(table.to_pandas(), report.get("theta_rnd"))
+    for warning in report["signals"]["warnings"]:
+        logger.warning("signal check: %s", warning)
     # An absolute path, so that ``select`` finds the rows from any working directory.
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
     dc = configs["data"]
-    report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
+    report.update({"command": command, "input": where, "model": mc.model, "direction": direction, "noise": noise,
                    "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
                    "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,

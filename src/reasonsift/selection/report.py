@@ -2,8 +2,8 @@
 
 Sections: summary and notes, difficulty histograms per source with TEMP's filter threshold, the
 loss-vector clusters in 2-D (PCA of ``loss_1000``, one colour per cluster, selected points marked),
-the subset's composition against the pool by source and by cluster, and tokens scored against
-full-trace scoring.
+the subset's composition against the pool by source and by cluster, tokens scored against
+full-trace scoring, and signal health (``reasonsift.scoring.signals``).
 The charts are inline SVG written here, so the page needs no plotting library, no network and no
 JavaScript, and the same inputs give a byte-identical file.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from reasonsift.runfolder import write_text_atomic
+from reasonsift.scoring.signals import signals_html
 from reasonsift.selection.common import Selection
 
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
@@ -409,6 +410,7 @@ def write_report_html(scores: pd.DataFrame, selection: Selection, report: dict[s
         ("Composition by cluster", _cluster_composition(r.get("per_cluster", {}), r["n_pool"], r["n_selected"],
                                                         why=why)),
         ("Tokens scored vs full-trace scoring", _tokens(tokens)),
+        ("Signal health", signals_html(report.get("signals"))),
     ]
     body = [
         f"<h1>reasonsift selection: {_esc(r['method'])}</h1>",

@@ -32,6 +32,7 @@ from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.runfolder import (RunPaths, input_fingerprint, read_json, save_config, write_atomic,
                                   write_json_atomic, write_text_atomic)
+from reasonsift.scoring.signals import compute_signals
 from reasonsift.selection.select import select
 from reasonsift.selection.report import write_report_html
 
@@ -209,7 +210,8 @@ def _select(run: str | Path, configs: dict[str, Any], command: str, progress: bo
                       "cluster": pa.array(selection.cluster, pa.int32()),
                       "selected": pa.array(selection.selected, pa.bool_())})
     write_atomic(kept / "selection.parquet", lambda p: pq.write_table(flags, p))
-    full_report = {**scoring, "selection": report}
+    signals = compute_signals(scores, scoring.get("theta_rnd"), selection.cluster, sel.min_response_tokens, sel.seed)
+    full_report = {**scoring, "selection": report, "signals": signals}
     card = dataset_card(scoring, report, configs)
     for folder in (kept, paths.root):  # the kept copy, then the latest at the top of RUN
         if folder == paths.root:
