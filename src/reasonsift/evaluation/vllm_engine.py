@@ -46,6 +46,7 @@ class VLLMModel:
     llm: Any
     path: str
     generation_config: Any  # transformers.GenerationConfig or None
+    config: Any = None  # transformers config (its positions cap generation as on the HF path)
 
     @property
     def repetition_penalty(self) -> float:
@@ -101,7 +102,10 @@ def load_vllm(model_path: str, mc: ModelConfig, max_logprobs: int = MIN_LOGPROBS
     except Exception as e:  # noqa: BLE001 - engine start errors vary; report them in one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"{model_path}: vLLM could not start ({msg})") from None
-    _ENGINES[key] = VLLMModel(llm, model_path, gen_cfg)
+    from transformers import AutoConfig
+
+    _ENGINES[key] = VLLMModel(llm, model_path, gen_cfg, AutoConfig.from_pretrained(
+        model_path, trust_remote_code=mc.trust_remote_code))
     return _ENGINES[key], tokenizer
 
 
