@@ -6,7 +6,8 @@ Run it in the vLLM environment (``bash scripts/setup_vllm.sh``)::
         [--critical-rows 4] [--eval-items 16] [--batch-invariant]
 
 MODEL_DIR: any Llama/Qwen-style folder vLLM accepts (head_dim ≥ 32 on CPU), e.g. SmolLM2-135M-Instruct
-made by scripts/real_model.py. Data: GSM8K train rows (critical, greedy responses) and GSM8K
+made by scripts/real_model.py. Data: GSM8K train rows (critical; the references by default, or the
+model's greedy solutions with ``--responses greedy``) and GSM8K
 items (evaluate, greedy; train rows 1000+, as ../shared/data has no test split) from ../shared/data. Printed per stage and engine: wall time, decoded
 tokens, tokens/s; then the vllm/hf speed ratio and the agreement between engines: identical greedy
 solutions, identical critical masks (over solutions both engines kept), identical evaluation verdicts.
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-response-tokens", type=int, default=160, help="critical: longer solutions are skipped")
     p.add_argument("--extra-tokens", type=int, default=16, help="critical.rollout_extra_tokens")
+    p.add_argument("--responses", default="dataset", choices=("dataset", "greedy"),
+                   help="critical.responses: dataset (GSM8K's references; a small model solves few rows greedily)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-invariant", action="store_true")
     args = p.parse_args()
@@ -59,7 +62,8 @@ def main() -> None:
             configs = load_config(["data", "model", "critical"], None, [
                 f"model.model={args.model}", f"model.device={args.device}", f"critical.engine={engine}",
                 f"critical.max_new_tokens={args.max_new_tokens}", f"critical.max_response_tokens={args.max_response_tokens}",
-                f"critical.rollout_extra_tokens={args.extra_tokens}", "critical.answer_kind=math"])
+                f"critical.rollout_extra_tokens={args.extra_tokens}", "critical.answer_kind=math",
+                f"critical.responses={args.responses}"])
             run = Path(tmp) / f"critical-{engine}"
             start = time.perf_counter()
             report = run_critical(str(train), configs, run, "benchmark", progress=False)

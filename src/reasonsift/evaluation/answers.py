@@ -13,7 +13,7 @@ import threading
 from fractions import Fraction
 
 from reasonsift.config import ANSWER_KINDS as KINDS
-from reasonsift.data.marked_answer import after_hashes, last_boxed
+from reasonsift.data.marked_answer import BOX_RE, after_hashes, last_boxed
 
 GOLD_KEYS = ("answer", "gold", "final_answer", "target", "label")
 QUESTION_KEYS = ("question", "problem", "prompt", "instruction", "input")
@@ -419,7 +419,7 @@ def answer_end(text: str, start: int = 0) -> int | None:
     The critical stage ends a rollout there instead of decoding to its cap.
     """
     ends = []
-    for match in _BOX_RE.finditer(text):
+    for match in BOX_RE.finditer(text):
         i = match.end()
         while i < len(text) and text[i] == " ":
             i += 1
@@ -427,7 +427,7 @@ def answer_end(text: str, start: int = 0) -> int | None:
             continue
         depth = 0
         for j in range(i, len(text)):
-            depth += _BRACE_DEPTH.get(text[j], 0)
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
             if depth == 0:
                 if text[i + 1:j].strip() and j + 1 > start:
                     ends.append(j + 1)
