@@ -123,7 +123,7 @@ def test_evaluate_verdicts_equal_hf_and_pass_at_k(engines, memorised_model_dir, 
     ks = [m[f"pass@{k}"] for k in (1, 2, 4, 6)]
     assert all(0 <= p <= 1 for p in ks) and ks == sorted(ks)
     assert m["pass@1"] == pytest.approx(sum(sum(r["correct"]) / 6 for r in items) / len(items))
-    assert len({g for r in items for g in r["generations"]}) > len(items)  # samples differ
+    assert any(len(set(r["generations"])) > 1 for r in items)  # samples differ (the memorised model is sure of most)
     # The same seed draws the same samples (per-prompt seeds, whatever the batch).
     again, items2 = _evaluate(memorised_model_dir, bench, tmp_path / "sampled-again", "evaluate.engine=vllm",
                               "evaluate.samples=6", "evaluate.temperature=1.0", "evaluate.seed=3",
