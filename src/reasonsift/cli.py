@@ -7,6 +7,7 @@
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
+    reasonsift config [SECTION]          (every section.key=value option with its default and meaning)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
@@ -21,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from reasonsift.config import ConfigError, load_config
+from reasonsift.config import CONFIG_SECTIONS, ConfigError, load_config
 
 logger = logging.getLogger("reasonsift")
 
@@ -35,11 +36,36 @@ def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
     return plain, overrides
 
 
+# What each subcommand's usage line shows (argparse would print "[args ...]" and hide what is required).
+USAGE = {
+    "score": "reasonsift score DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "select": "reasonsift select RUN (--budget N | --budget-tokens T) [--method M] [options] [section.key=value ...]",
+    "curate": "reasonsift curate DATA --model MODEL --run RUN (--budget N | --budget-tokens T) [options] "
+              "[section.key=value ...]",
+    "critical": "reasonsift critical DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "train": "reasonsift train DATA --model MODEL --out DIR [--objective sft|cft|dft|prefix] [options] "
+             "[section.key=value ...]",
+    "evaluate": "reasonsift evaluate --model MODEL --benchmark FILE [options] [section.key=value ...]",
+    "demo": "reasonsift demo [--quick] [--out DIR] [--methods M ...]",
+}
+POSITIONAL = {"score": "DATA", "select": "RUN", "curate": "DATA", "critical": "DATA", "train": "DATA"}
+DATA_HELP = "the pool: .jsonl(.gz), .json, .parquet, a save_to_disk folder, or a hub dataset id"
+OVERRIDES_HELP = "then section.key=value overrides; `reasonsift config` lists every key"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with data:/model:/score:/select:/train:/evaluate: sections")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    p.add_argument("args", nargs="*", help="positional arguments, then section.key=value overrides")
+    name = p.prog.split()[-1]
+    what = POSITIONAL.get(name)
+    if what == "RUN":
+        help_ = f"RUN: the run folder `reasonsift score` wrote; {OVERRIDES_HELP}"
+    elif what == "DATA":
+        help_ = f"DATA: {DATA_HELP}; {OVERRIDES_HELP}"
+    else:
+        help_ = "section.key=value overrides; `reasonsift config` lists every key"
+    p.add_argument("args", nargs="*", metavar=f"{what} [key=value]" if what else "key=value", help=help_)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -51,7 +77,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="θ₀: HF hub id or local folder")
+    p.add_argument("--model", help="required: θ₀, a local model folder or HF hub id (or model.model in --config)")
     p.add_argument("--run", required=True, help="run folder (created; a rerun resumes)")
     p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
@@ -59,28 +85,36 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
-    parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("score", help="early-token losses under seeded weight perturbations")
+    parser = argparse.ArgumentParser(
+        prog="reasonsift", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TEMP data curation and token-level objectives for reasoning SFT.\n\n"
+                    + "\n".join("  " + u for u in USAGE.values())
+                    + "\n  reasonsift config [SECTION]   (every section.key=value option, its default and meaning)",
+        epilog="Every subcommand takes --config FILE.yaml and trailing section.key=value overrides; the resolved "
+               "config is written next to the outputs. `reasonsift SUBCOMMAND --help` for its options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("score", usage=USAGE["score"], help="early-token losses under seeded weight perturbations")
     _score_flags(p)
     _data_flags(p)
     _common(p)
-    p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
+    p = sub.add_parser("select", usage=USAGE["select"], help="choose a subset from RUN/scores.parquet")
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", help="temp (default), random, longest, middle-perplexity, difficulty, "
                                     "full-loss, s2l, embedding")
     p.add_argument("--seed", type=int, help="selection seed (select.seed)")
     _common(p)
-    p = sub.add_parser("curate", help="score + select in one command")
+    p = sub.add_parser("curate", usage=USAGE["curate"], help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", help="selection method (default temp)")
     _common(p)
-    p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
-    p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
+    p = sub.add_parser("critical", usage=USAGE["critical"],
+                       help="critical tokens by counterfactual substitution (CFT masks)")
+    p.add_argument("--model", help="required: the model to be fine-tuned, a local folder or HF hub id "
+                                   "(or model.model in --config)")
     p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=("greedy", "dataset"),
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
@@ -89,14 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     from reasonsift.training.cli import add_parser as add_train_parser
 
     add_train_parser(sub)
-    p = sub.add_parser("evaluate", help="accuracy and pass@k of a model on a benchmark file")
-    p.add_argument("--model", required=True, help="model folder or hub id")
+    p = sub.add_parser("evaluate", usage=USAGE["evaluate"], help="accuracy and pass@k of a model on a benchmark file")
+    p.add_argument("--model", required=True, help="required: model folder or HF hub id")
     p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
     p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
     p.add_argument("--out", help="output folder (default MODEL/eval/<folder>-<file stem> of the benchmark)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     _common(p)
-    p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
+    p = sub.add_parser("config", usage="reasonsift config [SECTION]",
+                       help="list every section.key=value option with its default and meaning")
+    p.add_argument("section", nargs="?", metavar="SECTION", help="one of: " + ", ".join(CONFIG_SECTIONS))
+    p = sub.add_parser("demo", usage=USAGE["demo"],
+                       help="the whole pipeline on the embedded synthetic reasoning world")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
@@ -155,11 +193,12 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
                           _data_overrides(args) + _score_overrides(args) + overrides)
     report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report:
+        from reasonsift.scoring.cost import token_cost_lines
+
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
-              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
-              f"{t['full_trace_all_checkpoints']:,} for full traces "
-              f"({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored: "
+              + "; ".join(token_cost_lines(t)))
     return 0
 
 
@@ -170,7 +209,7 @@ def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str])
     configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
     report = run_selection(run, configs, args.command_line, progress=not args.quiet)
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
-          f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
+          f"with {report['method']} -> {Path(run) / 'selected.jsonl'} (kept in {Path(run) / report['kept_in']})")
     return 0
 
 
@@ -186,7 +225,8 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
         return 0  # another rank merges and selects
     sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
     print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
-          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'} "
+          f"(kept in {Path(args.run) / sel['kept_in']})")
     return 0
 
 
@@ -230,6 +270,13 @@ def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -
     return 0
 
 
+def cmd_config(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.config_help import format_config_help
+
+    print(format_config_help(args.section), end="")
+    return 0
+
+
 def _train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     from reasonsift.training.cli import cmd_train
 
@@ -237,7 +284,8 @@ def _train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> 
 
 
 COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
-            "train": _train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "train": _train, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.args = list(args.args) + extra
+    args.args = list(getattr(args, "args", [])) + extra
     # what the run folders record as the command: the argv actually parsed (main() may be called from Python)
     args.command_line = shlex.join(["reasonsift", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

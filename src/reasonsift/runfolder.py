@@ -13,6 +13,8 @@ Layout::
     RUN/report.json            counts, token accounting, wall time
     RUN/selected.jsonl         chosen input rows, verbatim
     RUN/report.html            the person-facing report
+    RUN/select/<method>-<budget>-seed<s>/   each selection's selected.jsonl, report.json/.html, README.md,
+                               selection.parquet (id, cluster, selected); the latest is also in RUN/
     RUN/critical/shard<s>.jsonl (+ .done), manifest.json, config.yaml, report.json   critical tokens
     RUN/critical.jsonl         examples + critical_mask (reasonsift critical)
     RUN/.lock/<host>-<pid>.json  who owns the folder while a command runs (``run_lock``)
@@ -134,6 +136,10 @@ class RunPaths:
     @property
     def dataset_card(self) -> Path:
         return self.root / "README.md"
+
+    def selection(self, name: str) -> Path:
+        """``RUN/select/<method>-<budget>-seed<seed>/``: every selection kept (the latest is also at the top)."""
+        return self.root / "select" / name
 
     @property
     def score_dir(self) -> Path:

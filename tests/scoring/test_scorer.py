@@ -134,3 +134,13 @@ def test_auto_batch_tokens_scores_the_same(model_and_items):
     assert scorer.default_batch_tokens(torch.device("cpu")) == 2048
     for x, r in zip(score_items(model, items, batch_tokens=0), score_reference(model, items)):
         np.testing.assert_allclose(x, r, atol=1e-5)
+
+
+def test_progress_inside_a_unit_shows_tokens_rate_and_eta(model_and_items, capsys):
+    """A unit is one checkpoint over a shard (minutes on a CPU): its bar counts tokens, with rate and ETA."""
+    model, items = model_and_items
+    score_items(model, items, batch_tokens=256, progress=True)
+    err = capsys.readouterr().err
+    total = sum(it.length for it in items)
+    assert "tokens in this unit" in err and "tok/s" in err and "<" in err  # tqdm: [elapsed<remaining, rate]
+    assert f"/{total}" in err or f"/{total / 1000:.2f}k" in err

@@ -113,6 +113,31 @@ def _token_shard(paths: RunPaths, shard: int) -> Path:
     return paths.score_dir / "tokens" / f"shard{shard:05d}.parquet"
 
 
+def real_unk_id(tokenizer: Any) -> int | None:
+    """The unknown token's id, or None when there is none or it doubles as eos/bos/pad (GPT-2's
+    ``<|endoftext|>`` is all four: counting it would count every end of sequence)."""
+    unk = tokenizer.unk_token_id
+    if unk is None or unk in (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id):
+        return None
+    return unk
+
+
+# Above this share of response tokens mapped to the unknown token, scoring warns (report.json records it always).
+UNKNOWN_TOKEN_WARN_SHARE = 0.01
+
+
+def unknown_example(tokenizer: Any, example_id: str, text: str) -> dict[str, str] | None:
+    """The first stretch of ``text`` the tokenizer maps to its unknown token, with a little context."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError):  # slow tokenizers have no offsets
+        return {"id": example_id, "text": "", "context": ""}
+    for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+        if t == real_unk_id(tokenizer):
+            return {"id": example_id, "text": text[a:b], "context": text[max(0, a - 20): b + 20]}
+    return None
+
+
 def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: RunPaths,
                    rank: int, world: int, model_positions: int | None = None,
                    coerced: dict[str, Any] | None = None) -> int:
@@ -126,12 +151,15 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
     fields = parse_field_overrides(dc.fields)
     n_rows, buffer, rejected = 0, [], []
 
+    unk_id = real_unk_id(tokenizer)
+
     def flush(shard: int) -> None:
         path = _token_shard(paths, shard)
         if shard % world != rank or is_done(path):
             return
         rows: dict[str, list] = {k: [] for k in TOKEN_SHARD_SCHEMA.names}
         kept = 0
+        unk = {"unknown_tokens": 0, "response_tokens": 0, "unknown_example": None}
         for raw, ex in buffer:
             tk = tokenize_example(tokenizer, ex, dc.system_prompt, window)
             reason = context_overflow(len(tk.prompt_ids), len(tk.response_ids[:sc.long_tokens]), model_positions)
@@ -141,6 +169,12 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rejected.append({"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw})
                 continue
             kept += 1
+            if unk_id is not None:
+                n_unk = sum(1 for t in tk.response_ids if t == unk_id)
+                unk["unknown_tokens"] += n_unk
+                unk["response_tokens"] += len(tk.response_ids)
+                if n_unk and unk["unknown_example"] is None:
+                    unk["unknown_example"] = unknown_example(tokenizer, ex.id, ex.response)
             for key, value in (("id", ex.id), ("row_index", ex.row_index), ("source", ex.source),
                                ("domain", ex.domain), ("prompt_ids", tk.prompt_ids),
                                ("response_ids", tk.response_ids), ("n_prompt_tokens", len(tk.prompt_ids)),
@@ -149,7 +183,8 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
                 rows[key].append(value)
         table = pa.table(rows, schema=TOKEN_SHARD_SCHEMA)
         write_atomic(path, lambda p: pq.write_table(table, p))
-        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"])})
+        mark_done(path, {"examples": kept, "rejected": sorted(rejected, key=lambda r: r["row_index"]),
+                         **(unk if unk_id is not None else {})})
 
     shard = 0
     for raw, ex, reason in iter_examples(data, fields, dc.split, dc.skip_bad_rows, dc.limit, coerced):
@@ -275,8 +310,10 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
 
     The inputs (config, data file, model folders) are checked before RUN is created, and RUN is owned
     (``run_lock``) for the whole run: a second command with another config is refused; the ranks of
-    one multi-process run share it.
+    one multi-process run share it. Every warning logged on the way is also in the report's ``notes``.
     """
+    from reasonsift.run_notes import collect_warnings
+
     sc, mc = configs["score"], configs["model"]
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
@@ -286,12 +323,38 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     if resolve_direction(sc) == "model":
         check_model_files(sc.direction_model, mc, tokenizer=False)
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
-    with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command):
-        return _run_scoring(data, configs, run, command, progress)
+    with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command), \
+            collect_warnings() as notes:
+        return _score(data, configs, run, command, progress, notes)
 
 
-def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
-                 progress: bool = True) -> dict[str, Any] | None:
+def unknown_token_summary(markers: list[dict[str, Any]], tokenizer: Any, warn: bool = True) -> dict[str, Any] | None:
+    """How many response tokens the tokenizer mapped to its unknown token, from the token shards' markers.
+
+    Returns None when the tokenizer has no unknown token (byte-level BPE never needs one) or the
+    shards predate the count. Above ``UNKNOWN_TOKEN_WARN_SHARE`` the summary carries a ``warning``
+    (logged when ``warn``: one rank says it): losses of text the model cannot see are not a signal
+    about that text.
+    """
+    if real_unk_id(tokenizer) is None or any("unknown_tokens" not in m for m in markers):
+        return None
+    count = sum(m["unknown_tokens"] for m in markers)
+    total = sum(m.get("response_tokens", 0) for m in markers)
+    example = next((m["unknown_example"] for m in markers if m.get("unknown_example")), None)
+    out = {"token": tokenizer.unk_token, "count": count, "response_tokens": total,
+           "share": round(count / total, 4) if total else 0.0, "example": example, "warning": None}
+    if total and count / total > UNKNOWN_TOKEN_WARN_SHARE:
+        eg = (f"; e.g. {example['text']!r} in example {example['id']} ({example['context']!r})" if example else "")
+        out["warning"] = (f"the tokenizer maps {100 * count / total:.1f}% of the response tokens ({count:,} of "
+                          f"{total:,}) to its unknown token {tokenizer.unk_token}{eg}. The model cannot see that "
+                          "text, so its losses say little about it: use a model whose tokenizer covers the data")
+        if warn:
+            logger.warning("%s", out["warning"])
+    return out
+
+
+def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, progress: bool,
+           notes: list[str]) -> dict[str, Any] | None:
     start = time.time()
     paths = RunPaths(Path(run))
     sc, mc = configs["score"], configs["model"]
@@ -311,7 +374,9 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     warn_coercions(coerced, data)
     shard_files = [_token_shard(paths, s) for s in range(n_shards)]
     _wait_for(shard_files, "tokenization")
-    n_examples = [read_json(done_marker(f)).get("examples", 0) for f in shard_files]
+    markers = [read_json(done_marker(f)) for f in shard_files]
+    n_examples = [m.get("examples", 0) for m in markers]
+    unknown = unknown_token_summary(markers, tokenizer, warn=rank == 0)
     if not any(n_examples):
         from reasonsift.scoring.merge import write_rejected
 
@@ -343,7 +408,8 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
         stats = perturber.apply(stage, k)
         write_json_atomic(paths.unit(stage, k, 0).parent / "perturbation.json", stats)
         for s in todo:
-            table = _score_unit(model, pq.read_table(_token_shard(paths, s)), window, sc, progress=False)
+            bar.set_postfix_str(f"{stage} {k}, shard {s}")
+            table = _score_unit(model, pq.read_table(_token_shard(paths, s)), window, sc, progress=progress)
             write_atomic(paths.unit(stage, k, s), lambda p, t=table: pq.write_table(t, p))
             mark_done(paths.unit(stage, k, s))
             bar.update(1)
@@ -364,7 +430,12 @@ def _run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: s
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction,
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,
+                   "self_check_max_abs_err": check_err, "world_size": world,
+                   "coerced": coerced, "template": template,
                    "wall_time_s": round(time.time() - start, 3)})
+    if unknown is not None:
+        report["unknown_tokens"] = unknown
+    # the merging rank's warnings, and the data warning whichever rank printed it
+    report["notes"] = list(notes) + [w for w in [(unknown or {}).get("warning")] if w and w not in notes]
     write_json_atomic(paths.report, report)
     return report

@@ -15,10 +15,10 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     """Add the ``train`` subparser to the subcommand action ``sub``."""
-    from reasonsift.cli import _common, _data_flags
+    from reasonsift.cli import USAGE, _common, _data_flags
 
-    p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
-    p.add_argument("--model", help="base model: HF hub id or local folder")
+    p = sub.add_parser("train", usage=USAGE["train"], help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
+    p.add_argument("--model", help="required: the base model, a local folder or HF hub id (or model.model in --config)")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes from its checkpoints)")
     p.add_argument("--objective", choices=["sft", "cft", "dft", "prefix"], help="training objective (train.objective)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter and save the merged model")
