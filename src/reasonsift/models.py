@@ -167,8 +167,10 @@ def check_model_files(name: str, cfg: ModelConfig | None = None, tokenizer: bool
     tokenizer stops the command before a run folder exists. Hub ids are checked when loaded.
     """
     cfg = cfg or ModelConfig(model=name)
-    check_model_source(name, tokenizer)
-    _check_weights(name, cfg.allow_pickle)
+    check_model_source(name)  # a missing folder, a file, an empty folder, an unreachable hub id
+    _check_weights(name, cfg.allow_pickle)  # before the tokenizer: a folder without weights is the likelier mistake
+    if tokenizer:
+        check_model_source(name, tokenizer=True)
 
 
 def max_positions(name: str, trust_remote_code: bool = False) -> int | None:

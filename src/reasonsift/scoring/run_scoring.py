@@ -349,7 +349,8 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     report.update({"command": command, "input": where, "model": mc.model, "direction": direction, "noise": noise,
                    "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
                    "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world, "coerced": coerced, "template": template,
+                   "self_check_max_abs_err": check_err, "world_size": world,
+                   "coerced": coerced, "template": template,
                    "wall_time_s": round(time.time() - start, 3)})
     if unknown is not None:
         report["unknown_tokens"] = unknown
