@@ -70,3 +70,21 @@ def test_run_critical_stop_at_answer_same_masks_fewer_tokens(memorised_model_dir
     assert rows == full_rows and stopped["counts"]["kept"] >= 3
     assert 0 < stopped["critical_tokens"] < stopped["positions_tested"]
     assert stopped["rollouts"] == full["rollouts"] and stopped["decoded_tokens"] < full["decoded_tokens"]
+
+
+def test_engine_vllm_without_vllm_names_the_install_command(tmp_path, capsys):
+    import importlib.util
+
+    import pytest
+
+    from reasonsift.cli import main
+    from reasonsift.synth.world import build_base_model
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    bench = tmp_path / "b.jsonl"
+    bench.write_text('{"question": "1+1", "answer": "2"}\n')
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(build_base_model(progress=False)), "--benchmark", str(bench),
+                 "--engine", "vllm", "--out", str(out), "--quiet"]) == 2
+    assert "pip install 'reasonsift[vllm]'" in capsys.readouterr().err and not out.exists()
