@@ -52,12 +52,12 @@ def subset_figures(run: Path, rows: dict[str, dict]) -> dict[str, float]:
             "pool_low_quality": float((kind != "").mean()), "pool_mean_steps": float(truth.mean())}
 
 
-def one_seed(seed: int, pool_size: int, root: Path, base: Path) -> list[dict]:
+def one_seed(seed: int, pool_size: int, root: Path, base: Path, noises: tuple[str, ...]) -> list[dict]:
     pool_rows = generate_pool(pool_size, seed=seed)
     rows = {r["id"]: r for r in pool_rows}
     pool = write_jsonl(pool_rows, root / f"pool{seed}.jsonl")
     out = []
-    for noise in ("fixed", "calibrate"):
+    for noise in noises:
         run = root / f"seed{seed}-{noise}"
         common = [f"model.model={base}", f"score.noise={noise}", "score.direction=isotropic", "score.seed=42",
                   "score.short_tokens=32", "score.long_tokens=512", f"select.budget={pool_size // 10}",
@@ -83,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--pool", type=int, default=1000)
+    ap.add_argument("--noise", nargs="+", default=["fixed", "calibrate"], choices=["fixed", "calibrate"])
     ap.add_argument("--out", default=None, help="keep the run folders here (default: a temporary folder)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -90,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        results = [r for s in args.seeds for r in one_seed(s, args.pool, root, base)]
+        results = [r for s in args.seeds for r in one_seed(s, args.pool, root, base, tuple(args.noise))]
     df = pd.DataFrame(results)
     print(f"pool {args.pool}, budget {args.pool // 10}, seeds {args.seeds}; pool low-quality share "
           f"{df['pool_low_quality'].mean():.3f}, pool mean true steps {df['pool_mean_steps'].mean():.2f}")
