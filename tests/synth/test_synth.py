@@ -79,9 +79,8 @@ def test_truncated_traces_are_strict_prefixes_without_answer(pool: list[dict]) -
 
 def test_difficulty_knob_sets_step_lines_for_every_family() -> None:
     for family in ALL_FAMILIES:
-        make = getattr(tasks, f"make_{family}")
         for steps in range(1, 9):
-            prompt, lines, answer = make(random.Random(steps), steps)
+            prompt, lines, answer = tasks.make_task(family, random.Random(steps), steps)
             assert len(lines) == steps and "\n" not in prompt
             assert (lines, answer) == replay(family, prompt)[:2]
 
