@@ -32,6 +32,8 @@ SelectMethod = Literal["temp", "random", "longest", "middle-perplexity", "diffic
 SELECT_METHODS: tuple[str, ...] = get_args(SelectMethod)
 Responses = Literal["greedy", "dataset"]
 RESPONSES: tuple[str, ...] = get_args(Responses)
+Backend = Literal["local", "ray"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +139,18 @@ class CriticalConfig:
     shard_size: int = 64  # examples per resumable unit
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaleConfig:
+    """Where a stage's work units run (docs/scaling.md); never changes a result, so a resume may change it.
+
+    ``local``: this process, or every rank of a ``torchrun``/Slurm job (RANK/WORLD_SIZE split the
+    units). ``ray``: a pool of Ray actors, each holding the model once, fed units by this process.
+    """
+
+    backend: Backend = "local"
+    ray_address: str | None = None  # None: RAY_ADDRESS or a new local Ray; "auto": the running cluster; HOST:PORT
+    workers: int = 0  # Ray actors; 0 = one per GPU of the cluster (per CPU on a CPU-only one)
+
 
 # UPFT's planning prompt, appended to the question of prefix examples (1KE-JI/UPFT scripts/train_sft.sh).
 UPFT_INSTRUCTION = (" Please provide the initial step towards resolving the question. This step may serve "
@@ -197,6 +211,7 @@ CONFIG_SECTIONS: dict[str, type] = {
     "critical": CriticalConfig,
     "train": TrainConfig,
     "evaluate": EvalConfig,
+    "scale": ScaleConfig,
 }
 
 
