@@ -1,6 +1,7 @@
 """The ``reasonsift`` command line: one subcommand per pipeline stage.
 
     reasonsift score DATA --model M --run RUN [--direction-model F] [--seed S] [key=value ...]
+                     [--backend ray [--ray-address auto|HOST:PORT] [--workers N]]   (docs/scaling.md)
     reasonsift select RUN --budget B [--method temp] [--seed S]
     reasonsift curate DATA --model M --budget B --run RUN          (score + select)
     reasonsift critical DATA --model M --run RUN [--responses greedy|dataset]   (CFT masks)
@@ -22,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from reasonsift.config import OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
+from reasonsift.config import BACKENDS, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
 
 logger = logging.getLogger("reasonsift")
 
@@ -58,6 +59,21 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
 
 
+def _scale_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="where the work units run: local (this process / torchrun ranks; default) or ray")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto (the running one) or HOST:PORT "
+                   "(default: RAY_ADDRESS, else a new local Ray)")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster)")
+
+
+def _scale_overrides(args: argparse.Namespace) -> list[str]:
+    out = [f"scale.backend={args.backend}"] if args.backend else []
+    out += [f"scale.ray_address={args.ray_address}"] if args.ray_address else []
+    out += [f"scale.workers={args.workers}"] if args.workers is not None else []
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
     parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
@@ -65,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="early-token losses under seeded weight perturbations")
     _score_flags(p)
     _data_flags(p)
+    _scale_flags(p)
     _common(p)
     p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
     p.add_argument("--budget", type=int, help="number of examples")
@@ -75,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
+    _scale_flags(p)
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
@@ -85,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
     _data_flags(p)
+    _scale_flags(p)
     _common(p)
     p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
     p.add_argument("--model", help="base model: HF hub id or local folder")
@@ -155,8 +174,8 @@ def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) 
     from reasonsift.scoring.run_scoring import run_scoring
 
     data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + overrides)
+    configs = load_config(["data", "model", "score", "scale"], args.config,
+                          _data_overrides(args) + _score_overrides(args) + _scale_overrides(args) + overrides)
     report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report:
         t = report["tokens"]
@@ -183,8 +202,9 @@ def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str])
     from reasonsift.selection.run_selection import run_selection
 
     data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score", "select"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + _select_overrides(args) + overrides)
+    configs = load_config(["data", "model", "score", "select", "scale"], args.config,
+                          _data_overrides(args) + _score_overrides(args) + _select_overrides(args)
+                          + _scale_overrides(args) + overrides)
     report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
     if report is None:
         return 0  # another rank merges and selects
@@ -200,7 +220,8 @@ def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str
     data = _one(plain, "DATA path or hub id")
     flags = [f"model.model={args.model}"] if args.model else []
     flags += [f"critical.responses={args.responses}"] if args.responses else []
-    configs = load_config(["data", "model", "critical"], args.config, _data_overrides(args) + flags + overrides)
+    configs = load_config(["data", "model", "critical", "scale"], args.config,
+                          _data_overrides(args) + flags + _scale_overrides(args) + overrides)
     r = run_critical(data, configs, args.run, args.command_line, progress=not args.quiet)
     if r is None:
         return 0  # another rank merges

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reasonsift.config import ConfigError, EvalConfig, config_to_dict
+from reasonsift.config import ConfigError, EvalConfig, ScaleConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, find_critical
 from reasonsift.data.load import canonical_json, input_schema, iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
@@ -42,6 +42,7 @@ from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resol
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
                                   is_done, mark_done, rank_world, read_json, save_config, write_json_atomic,
                                   write_text_atomic)
+from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     """
     leave_out = [f"critical.{k}" for k in PERFORMANCE_KEYS] + ["model.device"]  # the device type is recorded
     manifest = {"input": input_fingerprint(data), "model_fingerprint": model_fingerprint(model_path),
-                "device": device, "dtype": dtype, "settings": flat_settings(configs, leave_out)}
+                "device": device, "dtype": dtype,
+                "settings": flat_settings({s: c for s, c in configs.items() if s != "scale"}, leave_out)}
     check_resume(paths.critical_manifest, manifest, any(paths.critical_dir.glob("shard*.jsonl.done")),
                  f"{paths.critical_dir} holds critical masks", "use a new --run folder or delete that folder to "
                  "start over")
@@ -167,15 +169,40 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
     return lines, info
 
 
+class CriticalWorker:
+    """The model and tokenizer loaded once; ``run`` finds one shard's masks and writes its unit.
+
+    The one place a critical unit is written (atomically, then its done-marker): used by this
+    process, by each ``torchrun`` rank, and inside each Ray actor (``reasonsift.scaling.ray_pool``).
+    """
+
+    def __init__(self, configs: dict[str, Any], run: str | Path, progress: bool = False) -> None:
+        self.configs, self.paths, self.progress = configs, RunPaths(Path(run)), progress
+        self.model, self.tokenizer = load_model_and_tokenizer(configs["model"].model, configs["model"])
+
+    def info(self) -> dict[str, Any]:
+        p = next(self.model.parameters())
+        return {"device": str(p.device), "dtype": str(p.dtype)}
+
+    def run(self, unit: tuple[int, list[tuple[Any, Example | None]]]) -> None:
+        shard, rows = unit
+        lines, info = process_shard(self.model, self.tokenizer, rows, self.configs, self.progress)
+        path = self.paths.critical_shard(shard)
+        write_text_atomic(path, "".join(line + "\n" for line in lines))
+        mark_done(path, info)
+
+
 def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any] | None:
     """Find critical tokens for DATA into ``RUN/critical.jsonl``; returns the report.
 
     Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU; the last rank to
-    finish merges and returns the report (the others return None).
+    finish merges and returns the report (the others return None). With ``scale.backend=ray`` this
+    process reads the input and feeds the unfinished shards to a pool of Ray actors, then merges.
     """
     start = time.time()
     cc, mc = configs["critical"], configs["model"]
+    scale = configs.get("scale", ScaleConfig())
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     for key in ("alternatives", "max_new_tokens", "max_response_tokens", "batch_size", "shard_size"):
@@ -183,36 +210,53 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
             raise ConfigError(f"critical.{key} must be ≥ 1, got {getattr(cc, key)}")
     if cc.rollout_extra_tokens < 0:
         raise ConfigError(f"critical.rollout_extra_tokens must be ≥ 0, got {cc.rollout_extra_tokens}")
+    on_ray = scale.backend == "ray"
+    if on_ray:
+        require_ray()
     paths = RunPaths(Path(run))
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, mc.model, device.type,
                    str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
     save_config(paths.critical_config, config_to_dict(configs), command)
-    model, tokenizer = load_model_and_tokenizer(mc.model, mc)
     from tqdm.auto import tqdm
 
-    rank, world = rank_world()
-    shards, rows_seen = [], 0
+    rank, world = (0, 1) if on_ray else rank_world()
+    shards: list[Path] = []
     bar = tqdm(desc="critical", unit="row", disable=not progress)
-    for shard, rows in _examples_by_shard(data, configs):
-        path = paths.critical_shard(shard)
-        if shard % world == rank and not is_done(path):
-            lines, info = process_shard(model, tokenizer, rows, configs, progress)
-            write_text_atomic(path, "".join(line + "\n" for line in lines))
-            mark_done(path, info)
-        shards.append(path)
-        rows_seen += len(rows)
-        bar.update(len(rows))
+
+    def todo() -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
+        """This rank's unfinished shards, the input read only as far as the work has got."""
+        for shard, rows in _examples_by_shard(data, configs):
+            shards.append(paths.critical_shard(shard))
+            bar.update(len(rows))
+            if shard % world == rank and not is_done(shards[-1]):
+                yield shard, rows
+
+    if on_ray:
+        from reasonsift.scaling.ray_pool import run_pool
+
+        pool = run_pool(CriticalWorker, (configs, str(paths.root)), todo(), lambda u: f"shard{u[0]:05d}",
+                        address=scale.ray_address, workers=scale.workers, device=mc.device, progress=False)
+    else:
+        worker = None
+        for unit in todo():
+            worker = worker or CriticalWorker(configs, paths.root, progress)  # not loaded when all is done
+            worker.run(unit)
     bar.close()
-    if not rows_seen:
+    if not bar.n:
         raise DataError(f"{data}: no rows")
-    if not all(is_done(p) for p in shards):
+    # Whatever the workers said, a shard counts only with its done-marker (a Ray pool can lose one).
+    missing = [p for p in shards if not is_done(p)]
+    if missing and on_ray:
+        raise missing_units_error([p.name.removesuffix(".jsonl") for p in missing], len(shards), pool.errors)
+    if missing:
         logger.info("rank %d finished its shards; the last rank to finish merges", rank)
         return None
     with exclusive_lock(paths.merge_lock(paths.critical_dir)) as merging:
         if not merging:
             return None
-        return _merge(data, configs, paths, shards, start, command)
+        scale_report = pool.as_report() if on_ray else {"backend": "local", "world_size": world}
+        return _merge(data, configs, paths, shards, start, command, scale_report)
 
 
 def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -244,7 +288,7 @@ prompt; a mask of another length is refused there.
 
 
 def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
-           command: str) -> dict[str, Any]:
+           command: str, scale: dict[str, Any]) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
@@ -265,7 +309,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         "rollouts": cost.rollouts, "decoded_tokens": cost.decoded_tokens,
         "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
-        "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
+        "output": str(paths.critical), "command": command, "scale": scale, "wall_s": round(time.time() - start, 1),
     }
     write_json_atomic(paths.critical_report, report)
     write_text_atomic(paths.critical_card, dataset_card(report, configs))

@@ -71,8 +71,10 @@ class UnitHost:
 
     def __init__(self, factory: Callable[..., Any], args: tuple[Any, ...], threads: int) -> None:
         import torch
+        from transformers.utils import logging as hf_logging
 
         torch.set_num_threads(max(1, threads))
+        hf_logging.disable_progress_bar()  # actor output goes to the driver's terminal: its bar only
         self.worker, self.error = None, None
         try:
             self.worker = factory(*args)
