@@ -54,7 +54,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="θ₀: HF hub id or local folder")
-    p.add_argument("--run", required=True, help="run folder (created; a rerun resumes)")
+    # --run-dir: the same flag under a name torchrun's own parser does not take for its --run-path
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (created; a rerun resumes)")
     p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
 
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
     p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
-    p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
     _data_flags(p)
