@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny Llama-style model with a locally trained tokenizer, and real data samples.
 
 Nothing is downloaded: the model is built from a config and the tokenizer is trained on GSM8K text
-from ../shared/data, then both are saved and reloaded through ``from_pretrained`` like a user's model.
+committed under ``tests/fixtures`` (the first 400 rows of GSM8K train, byte-identical), then both are
+saved and reloaded through ``from_pretrained`` like a user's model. So the core tests run from the
+repository alone; tests of other real data read ../shared/data through ``shared_data_or_skip``.
 """
 
 from __future__ import annotations
@@ -15,30 +17,54 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GSM8K = SHARED_DATA / "gsm8k" / "train.jsonl"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+GSM8K_FIXTURE = FIXTURES / "gsm8k_train_first400.jsonl"  # the first 400 lines of GSM8K, byte-identical
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run: ``CI`` set to anything but empty, 0 or false."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def shared_data_or_skip(path: Path) -> Path:
+    """``path`` under ../shared/data; skipped locally when absent, but a failure under CI, where
+    ../shared is part of the checkout and a skip would hide that the real-data tests never ran."""
+    if not path.exists():
+        message = f"real data not found at {path}"
+        if in_ci():
+            pytest.fail(message + " (CI must provide ../shared/data)")
+        pytest.skip(message)
+    return path
 
 
 def gsm8k_lines(n: int) -> list[str]:
-    """The first n raw lines of GSM8K train (skips the test when ../shared/data is absent, fails under CI)."""
-    if not GSM8K.exists():
-        if os.environ.get("CI"):  # CI has the data: a skip there would hide every test that needs it
-            pytest.fail(f"real data not found at {GSM8K}")
-        pytest.skip(f"real data not found at {GSM8K}")
-    with open(GSM8K, encoding="utf-8") as f:
+    """The first n raw lines of GSM8K train: from the committed fixture (n <= 400), else ../shared."""
+    with open(GSM8K_FIXTURE, encoding="utf-8") as f:
+        lines = [line for _, line in zip(range(n), f)]
+    if len(lines) == n:
+        return lines
+    with open(shared_data_or_skip(GSM8K), encoding="utf-8") as f:
         return [next(f) for _ in range(n)]
+
+
+def build_tiny_model(out: Path, texts: list[str], vocab_size: int) -> Path:
+    """The one tiny model of the tests: a saved 2-layer, hidden-64 Llama with a BPE tokenizer (and the
+    local chat template) trained on ``texts``."""
+    from reasonsift.models import build_tiny_llama, train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    model = build_tiny_llama(len(tok), hidden_size=64, num_layers=2, num_heads=4, seed=0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved 2-layer, hidden-64 Llama with a 512-token BPE tokenizer trained on GSM8K text."""
-    from reasonsift.models import build_tiny_llama, train_bpe_tokenizer
-
+    """The tiny model with a 512-token tokenizer trained on 400 GSM8K rows."""
     rows = [json.loads(line) for line in gsm8k_lines(400)]
-    tok = train_bpe_tokenizer([r["question"] + "\n" + r["answer"] for r in rows], vocab_size=512)
-    model = build_tiny_llama(len(tok), hidden_size=64, num_layers=2, num_heads=4, seed=0)
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), [r["question"] + "\n" + r["answer"] for r in rows],
+                            vocab_size=512)
 
 
 @pytest.fixture(scope="session")

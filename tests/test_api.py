@@ -34,3 +34,23 @@ def test_system_prompt_with_quotes_reaches_the_config_unchanged(gsm8k_sample, ti
                  "--system-prompt", prompt, *(f"{k}={v}" for k, v in SMALL.items())]) == 0
     assert load_config(["data"], run / "config.yaml")["data"].system_prompt == prompt
     assert "--system-prompt" in json.loads((run / "report.json").read_text())["command"]
+
+
+def test_overrides_are_told_from_paths_by_their_form_not_the_filesystem(tmp_path, monkeypatch):
+    from reasonsift.cli import split_overrides
+
+    monkeypatch.chdir(tmp_path)  # none of these paths exists
+    words = ["runs/a=b.jsonl", "./x=1.jsonl", "pool.jsonl", "score.seed=3", "budget=5", "model.model=/m/a=b"]
+    assert split_overrides(words) == (["runs/a=b.jsonl", "./x=1.jsonl", "pool.jsonl"],
+                                       ["score.seed=3", "budget=5", "model.model=/m/a=b"])
+
+
+def test_api_keyword_arguments_become_the_same_configs_as_cli_flags():
+    from reasonsift import api
+
+    got = api.resolve_configs(["data", "model", "score"], None,
+                       {"model.model": "m", "score.seed": 3, "data.fields": ("prompt=q", "response=a"),
+                        "data.skip_bad_rows": False, "data.limit": None}, {"score.long_tokens": 64})
+    want = load_config(["data", "model", "score"], None,
+                       ["model.model=m", "score.seed=3", "data.fields=prompt=q,response=a", "score.long_tokens=64"])
+    assert got == want

@@ -114,3 +114,133 @@ def test_flat_settings_name_section_and_key_and_leave_out_speed_knobs():
 
     flat = flat_settings({"score": ScoreConfig(), "select": SelectConfig(budget=3)}, ["score.batch_tokens"])
     assert flat["score.seed"] == 42 and flat["select.budget"] == 3 and "score.batch_tokens" not in flat
+
+
+def test_a_manifest_of_an_older_format_is_one_named_change(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_json_atomic(path, {"input": "abc", "config": "0123456789abcdef"})  # before settings were recorded
+    with pytest.raises(ConfigError) as err:
+        check_resume(path, {"input": "abc", "settings": {"score.seed": 42, "score.long_tokens": 1000}}, True,
+                     "RUN holds scores", "start over")
+    assert "settings not recorded before" in str(err.value) and "score.seed" not in str(err.value)
+    assert "config '0123456789abcdef' -> None" in str(err.value)
+
+
+# --- run_lock: one owner per folder, cooperating ranks share it ---------------------------------
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from reasonsift.runfolder import run_lock
+with run_lock(Path(sys.argv[1]), sys.argv[2], "score"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(folder, key, rank=0, world=1):
+    """A child process that owns ``folder`` with ``key`` until it is killed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "RANK": str(rank), "WORLD_SIZE": str(world)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), key], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_run_lock_refuses_another_config_and_a_second_copy(tmp_path, monkeypatch):
+    from reasonsift.config import ConfigError
+    from reasonsift.runfolder import run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a")
+    try:
+        monkeypatch.delenv("RANK", raising=False)
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        with pytest.raises(ConfigError, match=r"in use by another score \(pid \d+ on .*different config"):
+            with run_lock(run, "config-b", "score"):
+                pass
+        with pytest.raises(ConfigError, match="already being written by .* same config"):
+            with run_lock(run, "config-a", "score"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_lock_lets_cooperating_ranks_share_the_folder(tmp_path, monkeypatch):
+    from reasonsift.runfolder import LOCK_DIR, run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a", rank=0, world=2)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with run_lock(run, "config-a", "score"):
+            assert len(list((run / LOCK_DIR).glob("*.json"))) == 2
+        assert len(list((run / LOCK_DIR).glob("*.json"))) == 1  # only the other rank's is left
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
+    from reasonsift.runfolder import LOCK_DIR, run_lock
+
+    run = tmp_path / "run"
+    proc = _holder(run, "config-a")
+    proc.kill()  # kill -9: no chance to remove its lock file
+    proc.wait()
+    assert len(list((run / LOCK_DIR).glob("*.json"))) == 1
+    monkeypatch.delenv("RANK", raising=False)
+    with run_lock(run, "config-b", "score"):
+        (run / "out.txt").write_text("x")
+    assert not (run / LOCK_DIR).exists() and (run / "out.txt").exists()
+
+
+def test_run_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path):
+    from reasonsift.runfolder import run_lock
+
+    run = tmp_path / "a" / "b" / "run"
+    with pytest.raises(RuntimeError):
+        with run_lock(run, "k", "score"):
+            raise RuntimeError("failed before writing anything")
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_unwritable_location_names_the_path_and_what_was_written(tmp_path, gsm8k_sample, tiny_model_dir, capsys):
+    """A file where the folder should be fails like a read-only location does, with the path named."""
+    from reasonsift.cli import main
+    from reasonsift.runfolder import WriteError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(WriteError, match=r"cannot write .*blocker/sub/config.yaml: "):
+        write_text_atomic(blocker / "sub" / "config.yaml", "x")
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(blocker / "run"),
+                 "--quiet", "data.limit=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot write the score folder {blocker / 'run'}" in err
+
+
+@pytest.mark.parametrize("stage", ["critical", "train", "evaluate"])
+def test_every_stage_refuses_a_folder_owned_by_another_command(stage, tmp_path, gsm8k_sample, tiny_model_dir, capsys):
+    from reasonsift.cli import main
+
+    folder = tmp_path / "folder"
+    proc = _holder(folder, "another-config")
+    bench = gsm8k_sample  # GSM8K rows: a benchmark as well as a pool
+    args = {"critical": ["critical", str(gsm8k_sample), "--model", str(tiny_model_dir), "--run", str(folder)],
+            "train": ["train", str(gsm8k_sample), "--model", str(tiny_model_dir), "--out", str(folder)],
+            "evaluate": ["evaluate", "--model", str(tiny_model_dir), "--benchmark", str(bench), "--out", str(folder)]}
+    try:
+        assert main([*args[stage], "--quiet"]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{folder} is in use by another score (pid {proc.pid}" in err
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing of the refused command was written

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -88,7 +89,8 @@ def test_no_stage_imports_another_stages_run_module():
     bad = []
     for importer, path in modules.items():
         for module, _, line in _imports(path, modules):
-            if module.rsplit(".", 1)[-1].startswith("run_") and importer not in STAGE_CALLERS:
+            is_stage = re.fullmatch(rf"{PACKAGE}\.\w+\.run_\w+", module)  # reasonsift.<stage>.run_<stage>
+            if is_stage and importer not in STAGE_CALLERS:
                 bad.append(f"{path.relative_to(SRC)}:{line} imports {module}")
     assert not bad, "\n".join(bad)
 

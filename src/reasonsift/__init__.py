@@ -7,6 +7,6 @@ training -> evaluation; synth is the embedded synthetic reasoning world.
 __version__ = "0.1.0"
 
 # The Python API mirrors the CLI subcommands (heavy imports happen inside each function).
-from reasonsift.api import critical, curate, demo, evaluate, score, select, train  # noqa: E402
+from reasonsift.api import check_gradients, critical, curate, demo, evaluate, score, select, train  # noqa: E402
 
-__all__ = ["critical", "curate", "demo", "evaluate", "score", "select", "train", "__version__"]
+__all__ = ["check_gradients", "critical", "curate", "demo", "evaluate", "score", "select", "train", "__version__"]

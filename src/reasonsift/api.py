@@ -18,103 +18,149 @@ from typing import Any
 
 from reasonsift.config import load_config
 
+Overrides = Iterable[str] | Mapping[str, Any] | None
 
-def _words(overrides: Iterable[str] | Mapping[str, Any] | None) -> list[str]:
+
+def _value(value: Any) -> str:
+    """A Python value as an override's text: ``True`` -> true, ``None`` -> none, a list joined by commas."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _words(overrides: Overrides) -> list[str]:
     """``{"score.seed": 1}`` or ``["score.seed=1"]`` -> ``["score.seed=1"]``."""
     if overrides is None:
         return []
     if isinstance(overrides, Mapping):
-        return [f"{k}={'none' if v is None else str(v).lower() if isinstance(v, bool) else v}"
-                for k, v in overrides.items()]
+        return [f"{k}={_value(v)}" for k, v in overrides.items()]
     return list(overrides)
 
 
-def select_flags(budget: int | None, budget_tokens: int | None, method: str | None) -> list[str]:
-    """The ``select.*`` overrides of ``--budget``/``--budget-tokens``/``--method`` (shared by the CLI and the API)."""
-    return [f"select.{k}={v}" for k, v in (("budget", budget), ("budget_tokens", budget_tokens),
-                                           ("method", method)) if v is not None]
+def resolve_configs(sections: list[str], config: str | Path | None, flags: Mapping[str, Any],
+             overrides: Overrides) -> dict[str, Any]:
+    """Resolve a command's configs: defaults < YAML < its keyword arguments (``flags``, unset ones left
+    out) < ``overrides``. The one place where arguments become ``section.key=value`` words."""
+    given = {k: v for k, v in flags.items() if v is not None and v is not False and v != ()}
+    return load_config(sections, config, _words(given) + _words(overrides))
+
+
+def _data(fields: Iterable[str], system_prompt: str | None, skip_bad_rows: bool, limit: int | None) -> dict[str, Any]:
+    """The ``data.*`` keys of the reading flags every DATA-taking command has."""
+    return {"data.fields": tuple(fields), "data.system_prompt": system_prompt, "data.skip_bad_rows": skip_bad_rows,
+            "data.limit": limit}
+
+
+def _scale(backend: str | None, ray_address: str | None, workers: int | None) -> dict[str, Any]:
+    """The ``scale.*`` keys: where a stage's work units run (docs/scaling.md)."""
+    return {"scale.backend": backend, "scale.ray_address": ray_address, "scale.workers": workers}
 
 
 def _command(name: str, *args: Any, **kwargs: Any) -> str:
     """What the run folder records as the command of an API call."""
-    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, False, ())]
     return f"reasonsift.{name}({', '.join(shown)})"
 
 
-def score(data: str | Path, model: str, run: str | Path, direction_model: str | None = None,
-          config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-          progress: bool = True) -> dict[str, Any] | None:
-    """``reasonsift score``: write ``RUN/scores.parquet``; returns ``report.json`` (None off rank 0)."""
+def score(data: str | Path, model: str | None = None, run: str | Path = "", direction_model: str | None = None,
+          seed: int | None = None, fields: Iterable[str] = (), system_prompt: str | None = None,
+          skip_bad_rows: bool = False, limit: int | None = None, backend: str | None = None,
+          ray_address: str | None = None, workers: int | None = None, config: str | Path | None = None,
+          overrides: Overrides = None, progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
+    """``reasonsift score``: write ``RUN/scores.parquet``; returns ``report.json`` (None off the merging rank).
+
+    ``backend="ray"`` runs the units on a Ray pool (``ray_address``, ``workers``; docs/scaling.md)."""
     from reasonsift.scoring.run_scoring import run_scoring
 
-    flags = [f"model.model={model}"] + ([f"score.direction_model={direction_model}"] if direction_model else [])
-    configs = load_config(["data", "model", "score"], config, flags + _words(overrides))
-    return run_scoring(str(data), configs, run, _command("score", str(data), model=model, run=str(run),
-                                                         direction_model=direction_model), progress)
+    configs = resolve_configs(["data", "model", "score", "scale"], config,
+                       {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
+                        **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
+    return run_scoring(str(data), configs, run, command or _command(
+        "score", str(data), model=model, run=str(run), direction_model=direction_model, seed=seed), progress)
 
 
 def select(run: str | Path, budget: int | None = None, budget_tokens: int | None = None, method: str | None = None,
-           config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-           progress: bool = True) -> dict[str, Any]:
+           seed: int | None = None, config: str | Path | None = None, overrides: Overrides = None,
+           progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """``reasonsift select``: write ``RUN/selected.jsonl`` and its card; returns the selection report."""
     from reasonsift.selection.run_selection import run_selection
 
-    configs = load_config(["select"], config, select_flags(budget, budget_tokens, method) + _words(overrides))
-    return run_selection(run, configs, _command("select", str(run), budget=budget, budget_tokens=budget_tokens,
-                                                method=method), progress)
+    configs = resolve_configs(["select"], config, {"select.budget": budget, "select.budget_tokens": budget_tokens,
+                                            "select.method": method, "select.seed": seed}, overrides)
+    return run_selection(run, configs, command or _command("select", str(run), budget=budget, budget_tokens=budget_tokens,
+                                                           method=method, seed=seed), progress)
 
 
-def curate(data: str | Path, model: str, run: str | Path, direction_model: str | None = None,
+def curate(data: str | Path, model: str | None = None, run: str | Path = "", direction_model: str | None = None,
            budget: int | None = None, budget_tokens: int | None = None, method: str | None = None,
-           config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-           progress: bool = True) -> dict[str, Any] | None:
-    """``reasonsift curate``: score then select; returns the selection report (None off rank 0)."""
+           seed: int | None = None, fields: Iterable[str] = (), system_prompt: str | None = None,
+           skip_bad_rows: bool = False, limit: int | None = None, backend: str | None = None,
+           ray_address: str | None = None, workers: int | None = None, config: str | Path | None = None,
+           overrides: Overrides = None, progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
+    """``reasonsift curate``: score (``seed`` is the scoring seed) then select; returns the selection report with
+    the scoring report under ``"scoring"`` (None off the merging rank)."""
     from reasonsift.scoring.run_scoring import run_scoring
     from reasonsift.selection.run_selection import run_selection
 
-    flags = [f"model.model={model}"] + ([f"score.direction_model={direction_model}"] if direction_model else [])
-    flags += select_flags(budget, budget_tokens, method)
-    configs = load_config(["data", "model", "score", "select"], config, flags + _words(overrides))
-    command = _command("curate", str(data), model=model, run=str(run), direction_model=direction_model,
-                       budget=budget, budget_tokens=budget_tokens, method=method)
-    if run_scoring(str(data), configs, run, command, progress) is None:
+    configs = resolve_configs(["data", "model", "score", "select", "scale"], config,
+                       {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
+                        "select.budget": budget, "select.budget_tokens": budget_tokens, "select.method": method,
+                        **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
+    command = command or _command("curate", str(data), model=model, run=str(run), direction_model=direction_model,
+                                  budget=budget, budget_tokens=budget_tokens, method=method, seed=seed)
+    scoring = run_scoring(str(data), configs, run, command, progress)
+    if scoring is None:
         return None
-    return run_selection(run, configs, command, progress, data=str(data))
+    return {**run_selection(run, configs, command, progress, data=str(data)), "scoring": scoring}
 
 
-def critical(data: str | Path, model: str, run: str | Path, responses: str | None = None,
-             config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-             progress: bool = True) -> dict[str, Any] | None:
+def critical(data: str | Path, model: str | None = None, run: str | Path = "", responses: str | None = None,
+             fields: Iterable[str] = (), system_prompt: str | None = None, skip_bad_rows: bool = False,
+             limit: int | None = None, backend: str | None = None, ray_address: str | None = None,
+             workers: int | None = None, config: str | Path | None = None, overrides: Overrides = None,
+             progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
     """``reasonsift critical``: write ``RUN/critical.jsonl`` (rows + ``critical_mask``); returns its report
     (None off the merging rank)."""
     from reasonsift.critical.run_critical import run_critical
 
-    flags = [f"model.model={model}"] + ([f"critical.responses={responses}"] if responses else [])
-    configs = load_config(["data", "model", "critical"], config, flags + _words(overrides))
-    return run_critical(str(data), configs, run, _command("critical", str(data), model=model, run=str(run),
-                                                          responses=responses), progress)
+    configs = resolve_configs(["data", "model", "critical", "scale"], config,
+                       {"model.model": model, "critical.responses": responses,
+                        **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
+    return run_critical(str(data), configs, run, command or _command(
+        "critical", str(data), model=model, run=str(run), responses=responses), progress)
 
 
-def train(data: str | Path, model: str, out: str | Path, objective: str | None = None,
-          config: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-          progress: bool = True) -> dict[str, Any]:
+def train(data: str | Path, model: str | None = None, out: str | Path = "", objective: str | None = None,
+          lora: bool = False, fields: Iterable[str] = (), system_prompt: str | None = None,
+          skip_bad_rows: bool = False, limit: int | None = None, config: str | Path | None = None,
+          overrides: Overrides = None, progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """``reasonsift train``: fine-tune MODEL on DATA into OUT; returns the train report."""
     from reasonsift.training.run_training import run_training
 
-    flags = [f"model.model={model}"] + ([f"train.objective={objective}"] if objective else [])
-    configs = load_config(["data", "model", "train"], config, flags + _words(overrides))
-    return run_training(str(data), configs, out, _command("train", str(data), model=model, out=str(out),
-                                                          objective=objective), progress)
+    configs = resolve_configs(["data", "model", "train"], config,
+                       {"model.model": model, "train.objective": objective, "train.lora": lora,
+                        **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
+    return run_training(str(data), configs, out, command or _command(
+        "train", str(data), model=model, out=str(out), objective=objective, lora=lora), progress)
 
 
-def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, config: str | Path | None = None,
-             overrides: Iterable[str] | Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, samples: int | None = None,
+             limit: int | None = None, config: str | Path | None = None, overrides: Overrides = None,
+             progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """``reasonsift evaluate``: accuracy and pass@k of MODEL on BENCHMARK; returns the metrics."""
     from reasonsift.evaluation.run_evaluation import run_evaluation
 
-    configs = load_config(["model", "evaluate"], config, [f"model.model={model}"] + _words(overrides))
-    return run_evaluation(model, str(benchmark), configs, out,
-                          _command("evaluate", model, benchmark=str(benchmark), out=out), progress)
+    configs = resolve_configs(["model", "evaluate"], config,
+                       {"model.model": model, "evaluate.samples": samples, "evaluate.limit": limit}, overrides)
+    return run_evaluation(model, str(benchmark), configs, out, command or _command(
+        "evaluate", model, benchmark=str(benchmark), out=out, samples=samples, limit=limit), progress)
 
 
 def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
@@ -123,3 +169,10 @@ def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, prog
     from reasonsift.synth.demo import run_demo
 
     return run_demo(out, quick=quick, seed=seed, progress=progress, methods=tuple(methods))
+
+
+def check_gradients(run: str | Path, pairs: int = 32, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """``reasonsift check-gradients``: Theorem 3.1 on a scored run; returns ``RUN/gradient_check.json``."""
+    from reasonsift.scoring.gradients import check_gradients as run_check
+
+    return run_check(run, pairs=pairs, seed=seed, progress=progress)

@@ -8,6 +8,8 @@
     reasonsift train DATA --model M --out DIR --objective sft|cft|dft|prefix
     reasonsift evaluate --model DIR --benchmark FILE [--samples k]
     reasonsift demo [--quick] [--methods temp random cft ...]        (the synthetic world, end to end)
+    reasonsift config [SECTION]          (every section.key=value option with its default and meaning)
+    reasonsift check-gradients RUN [--pairs N]   (Theorem 3.1 on a scored run: loss vectors vs gradients)
 
 Every subcommand takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; the
 resolved config is written next to the outputs. Errors are one line on stderr and exit code 2;
@@ -19,29 +21,61 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-from reasonsift.config import BACKENDS, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError, load_config
+from reasonsift import api
+from reasonsift.config import BACKENDS, CONFIG_SECTIONS, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError
 
 logger = logging.getLogger("reasonsift")
 
 
-def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` overrides from plain positional arguments."""
+# An override is ``section.key=value`` (or a plain ``key=value`` alias, see reasonsift.config); a word
+# whose part before "=" is anything else ("data/a=b.jsonl", "./x=1") is a positional path.
+_OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?=.*", re.DOTALL)
+
+
+def split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` overrides from plain positional arguments, by their form alone."""
     plain, overrides = [], []
     for v in values:
-        is_override = "=" in v and not Path(v).exists() and not v.startswith(("/", "."))
-        (overrides if is_override else plain).append(v)
+        (overrides if _OVERRIDE_RE.fullmatch(v) else plain).append(v)
     return plain, overrides
+
+
+# What each subcommand's usage line shows (argparse would print "[args ...]" and hide what is required).
+USAGE = {
+    "score": "reasonsift score DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "select": "reasonsift select RUN (--budget N | --budget-tokens T) [--method M] [options] [section.key=value ...]",
+    "curate": "reasonsift curate DATA --model MODEL --run RUN (--budget N | --budget-tokens T) [options] "
+              "[section.key=value ...]",
+    "critical": "reasonsift critical DATA --model MODEL --run RUN [options] [section.key=value ...]",
+    "train": "reasonsift train DATA --model MODEL --out DIR [--objective sft|cft|dft|prefix] [options] "
+             "[section.key=value ...]",
+    "evaluate": "reasonsift evaluate --model MODEL --benchmark FILE [options] [section.key=value ...]",
+    "demo": "reasonsift demo [--quick] [--out DIR] [--methods M ...]",
+}
+POSITIONAL = {"score": "DATA", "select": "RUN", "curate": "DATA", "critical": "DATA", "train": "DATA"}
+DATA_HELP = "the pool: .jsonl(.gz), .json, .parquet, a save_to_disk folder, or a hub dataset id"
+OVERRIDES_HELP = "then section.key=value overrides; `reasonsift config` lists every key"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with data:/model:/score:/select:/train:/evaluate: sections")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    p.add_argument("args", nargs="*", help="positional arguments, then section.key=value overrides")
+    name = p.prog.split()[-1]
+    what = POSITIONAL.get(name)
+    if what == "RUN":
+        help_ = f"RUN: the run folder `reasonsift score` wrote; {OVERRIDES_HELP}"
+    elif what == "DATA":
+        help_ = f"DATA: {DATA_HELP}; {OVERRIDES_HELP}"
+    else:
+        help_ = "section.key=value overrides; `reasonsift config` lists every key"
+    p.add_argument("args", nargs="*", metavar=f"{what} [key=value]" if what else "key=value", help=help_)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -53,11 +87,17 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="θ₀: HF hub id or local folder")
+    p.add_argument("--model", help="required: θ₀, a local model folder or HF hub id (or model.model in --config)")
     # --run-dir: the same flag under a name torchrun's own parser does not take for its --run-path
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (created; a rerun resumes)")
     p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
+
+
+def _select_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=int, help="number of examples")
+    p.add_argument("--budget-tokens", type=int, help="total response tokens")
+    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
 
 
 def _scale_flags(p: argparse.ArgumentParser) -> None:
@@ -68,38 +108,35 @@ def _scale_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster)")
 
 
-def _scale_overrides(args: argparse.Namespace) -> list[str]:
-    out = [f"scale.backend={args.backend}"] if args.backend else []
-    out += [f"scale.ray_address={args.ray_address}"] if args.ray_address else []
-    out += [f"scale.workers={args.workers}"] if args.workers is not None else []
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
-    parser = argparse.ArgumentParser(prog="reasonsift", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("score", help="early-token losses under seeded weight perturbations")
+    parser = argparse.ArgumentParser(
+        prog="reasonsift", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TEMP data curation and token-level objectives for reasoning SFT.\n\n"
+                    + "\n".join("  " + u for u in USAGE.values())
+                    + "\n  reasonsift config [SECTION]   (every section.key=value option, its default and meaning)",
+        epilog="Every subcommand takes --config FILE.yaml and trailing section.key=value overrides; the resolved "
+               "config is written next to the outputs. `reasonsift SUBCOMMAND --help` for its options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("score", usage=USAGE["score"], help="early-token losses under seeded weight perturbations")
     _score_flags(p)
     _data_flags(p)
     _scale_flags(p)
     _common(p)
-    p = sub.add_parser("select", help="choose a subset from RUN/scores.parquet")
-    p.add_argument("--budget", type=int, help="number of examples")
-    p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+    p = sub.add_parser("select", usage=USAGE["select"], help="choose a subset from RUN/scores.parquet")
+    _select_flags(p)
     p.add_argument("--seed", type=int, help="selection seed (select.seed)")
     _common(p)
-    p = sub.add_parser("curate", help="score + select in one command")
+    p = sub.add_parser("curate", usage=USAGE["curate"], help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
     _scale_flags(p)
-    p.add_argument("--budget", type=int, help="number of examples")
-    p.add_argument("--budget-tokens", type=int, help="total response tokens")
-    p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+    _select_flags(p)
     _common(p)
-    p = sub.add_parser("critical", help="critical tokens by counterfactual substitution (CFT masks)")
-    p.add_argument("--model", help="the model to be fine-tuned: HF hub id or local folder")
+    p = sub.add_parser("critical", usage=USAGE["critical"],
+                       help="critical tokens by counterfactual substitution (CFT masks)")
+    p.add_argument("--model", help="required: the model to be fine-tuned, a local folder or HF hub id "
+                                   "(or model.model in --config)")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=RESPONSES,
@@ -107,21 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     _scale_flags(p)
     _common(p)
-    p = sub.add_parser("train", help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
-    p.add_argument("--model", help="base model: HF hub id or local folder")
+    p = sub.add_parser("train", usage=USAGE["train"],
+                       help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
+    p.add_argument("--model", help="required: the base model, a local folder or HF hub id (or model.model in --config)")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes from its checkpoints)")
     p.add_argument("--objective", choices=OBJECTIVES, help="training objective (train.objective)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter and save the merged model")
     _data_flags(p)
     _common(p)
-    p = sub.add_parser("evaluate", help="accuracy and pass@k of a model on a benchmark file")
-    p.add_argument("--model", required=True, help="model folder or hub id")
+    p = sub.add_parser("evaluate", usage=USAGE["evaluate"], help="accuracy and pass@k of a model on a benchmark file")
+    p.add_argument("--model", required=True, help="required: model folder or HF hub id")
     p.add_argument("--benchmark", required=True, help=".jsonl/.json/.parquet/.tsv with a question and a gold answer")
     p.add_argument("--samples", type=int, help="completions per item (needs evaluate.temperature > 0 when > 1)")
     p.add_argument("--out", help="output folder (default MODEL/eval/<folder>-<file stem> of the benchmark)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     _common(p)
-    p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic reasoning world")
+    p = sub.add_parser("config", usage="reasonsift config [SECTION]",
+                       help="list every section.key=value option with its default and meaning")
+    p.add_argument("section", nargs="?", metavar="SECTION", help="one of: " + ", ".join(CONFIG_SECTIONS))
+    p = sub.add_parser("demo", usage=USAGE["demo"],
+                       help="the whole pipeline on the embedded synthetic reasoning world")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
@@ -129,41 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to compare: selection methods (temp random s2l ...), full (the whole pool), "
                         "cft (the random subset trained on its critical tokens); default: temp random")
     _common(p)
+    p = sub.add_parser("check-gradients", help="test Theorem 3.1 on a scored run: loss-vector distance vs "
+                                               "gradient difference along the fine-tuning direction")
+    p.add_argument("--pairs", type=int, default=32, help="disjoint example pairs (2 backward passes each)")
+    p.add_argument("--seed", type=int, default=0, help="draws the pairs")
+    _common(p)
     return parser
-
-
-def _data_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.field:
-        out.append("data.fields=" + ",".join(args.field))
-    if args.system_prompt is not None:
-        out.append(f"data.system_prompt={args.system_prompt}")  # text fields keep the characters typed
-    if args.skip_bad_rows:
-        out.append("data.skip_bad_rows=true")
-    if args.limit is not None:
-        out.append(f"data.limit={args.limit}")
-    return out
-
-
-def _score_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.model:
-        out.append(f"model.model={args.model}")
-    if args.direction_model:
-        out.append(f"score.direction_model={args.direction_model}")
-    if args.seed is not None:
-        out.append(f"score.seed={args.seed}")
-    return out
-
-
-def _select_overrides(args: argparse.Namespace) -> list[str]:
-    from reasonsift.api import select_flags
-
-    out = select_flags(getattr(args, "budget", None), getattr(args, "budget_tokens", None),
-                       getattr(args, "method", None))
-    if getattr(args, "seed", None) is not None and args.command == "select":
-        out.append(f"select.seed={args.seed}")
-    return out
 
 
 def _one(plain: list[str], what: str) -> str:
@@ -172,59 +185,59 @@ def _one(plain: list[str], what: str) -> str:
     return plain[0]
 
 
-def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.scoring.run_scoring import run_scoring
+def _data(args: argparse.Namespace) -> dict[str, Any]:
+    """The reading flags every DATA-taking command has, as the API's keyword arguments."""
+    return {"fields": args.field, "system_prompt": args.system_prompt, "skip_bad_rows": args.skip_bad_rows,
+            "limit": args.limit}
 
-    data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score", "scale"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + _scale_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
+
+def _scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the work units run (``scale.*``), as the API's keyword arguments."""
+    return {"backend": args.backend, "ray_address": args.ray_address, "workers": args.workers}
+
+
+def _common_kwargs(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
+    return {"config": args.config, "overrides": overrides, "progress": not args.quiet, "command": args.command_line}
+
+
+# Each command is one call into the API (the one front door) and one summary line.
+
+def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    report = api.score(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.seed,
+                       **_data(args), **_scale(args), **_common_kwargs(args, overrides))
     if report:
+        from reasonsift.scoring.cost import token_cost_lines
+
         t = report["tokens"]
         print(f"scored {report['counts']['examples']} examples ({report['counts']['rejected']} rejected) "
-              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored vs "
-              f"{t['full_trace_all_checkpoints']:,} for full traces "
-              f"({100 * t['savings_vs_full_trace_all_checkpoints']:.1f}% saved)")
+              f"-> {Path(args.run) / 'scores.parquet'}; {t['scored']:,} tokens scored: "
+              + "; ".join(token_cost_lines(t)))
     return 0
 
 
 def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.selection.run_selection import run_selection
-
     run = _one(plain, "RUN folder")
-    configs = load_config(["select"], args.config, _select_overrides(args) + overrides)
-    report = run_selection(run, configs, args.command_line, progress=not args.quiet)
+    report = api.select(run, args.budget, args.budget_tokens, args.method, args.seed, **_common_kwargs(args, overrides))
     print(f"selected {report['n_selected']} examples ({report['selected_tokens']:,} response tokens) "
-          f"with {report['method']} -> {Path(run) / 'selected.jsonl'}")
+          f"with {report['method']} -> {Path(run) / 'selected.jsonl'} (kept in {Path(run) / report['kept_in']})")
     return 0
 
 
 def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.scoring.run_scoring import run_scoring
-    from reasonsift.selection.run_selection import run_selection
-
-    data = _one(plain, "DATA path or hub id")
-    configs = load_config(["data", "model", "score", "select", "scale"], args.config,
-                          _data_overrides(args) + _score_overrides(args) + _select_overrides(args)
-                          + _scale_overrides(args) + overrides)
-    report = run_scoring(data, configs, args.run, args.command_line, progress=not args.quiet)
-    if report is None:
+    sel = api.curate(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.budget,
+                     args.budget_tokens, args.method, args.seed, **_data(args), **_scale(args),
+                     **_common_kwargs(args, overrides))
+    if sel is None:
         return 0  # another rank merges and selects
-    sel = run_selection(args.run, configs, args.command_line, progress=not args.quiet, data=data)
-    print(f"selected {sel['n_selected']} of {report['counts']['examples']} examples "
-          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'}")
+    print(f"selected {sel['n_selected']} of {sel['scoring']['counts']['examples']} examples "
+          f"({sel['selected_tokens']:,} response tokens) -> {Path(args.run) / 'selected.jsonl'} "
+          f"(kept in {Path(args.run) / sel['kept_in']})")
     return 0
 
 
 def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.critical.run_critical import run_critical
-
-    data = _one(plain, "DATA path or hub id")
-    flags = [f"model.model={args.model}"] if args.model else []
-    flags += [f"critical.responses={args.responses}"] if args.responses else []
-    configs = load_config(["data", "model", "critical", "scale"], args.config,
-                          _data_overrides(args) + flags + _scale_overrides(args) + overrides)
-    r = run_critical(data, configs, args.run, args.command_line, progress=not args.quiet)
+    r = api.critical(_one(plain, "DATA path or hub id"), args.model, args.run, args.responses, **_data(args),
+                     **_scale(args), **_common_kwargs(args, overrides))
     if r is None:
         return 0  # another rank merges
     print(f"kept {r['counts']['kept']} of {r['counts']['rows']} rows; {r['critical_tokens']:,} of "
@@ -233,50 +246,57 @@ def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.evaluation.run_evaluation import run_evaluation
+def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    report = api.train(_one(plain, "DATA path or hub id"), args.model, args.out, args.objective, args.lora,
+                       **_data(args), **_common_kwargs(args, overrides))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate/torchrun only the first process reports
+    final = report["final_loss"]
+    print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
+          f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
+          f"{'n/a' if final is None else f'{final:.4f}'} (mean of the last {report.get('final_loss_steps', 1)} "
+          f"steps) -> {args.out}")
+    return 0
 
+
+def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     if plain:
         raise ConfigError(f"unexpected arguments: {' '.join(plain)}")
-    flags = [f"model.model={args.model}"]
-    flags += [f"evaluate.samples={args.samples}"] if args.samples is not None else []
-    flags += [f"evaluate.limit={args.limit}"] if args.limit is not None else []
-    configs = load_config(["model", "evaluate"], args.config, flags + overrides)
-    m = run_evaluation(args.model, args.benchmark, configs, args.out, args.command_line, progress=not args.quiet)
+    m = api.evaluate(args.model, args.benchmark, args.out, args.samples, args.limit, **_common_kwargs(args, overrides))
     ks = " ".join(f"{k} {v:.3f}" for k, v in m.items() if k.startswith("pass@"))
     print(f"{m['benchmark']}: accuracy {m['accuracy']:.3f} over {m['n_items']} items; {ks}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.synth.demo import run_demo
-
     if plain or overrides:
         raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=tuple(args.methods))
+    api.demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=args.methods)
     return 0
 
 
-def cmd_train(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
-    from reasonsift.training.run_training import run_training
+def cmd_check_gradients(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"check-gradients takes no overrides: {' '.join(overrides)}")
+    r = api.check_gradients(_one(plain, "RUN folder"), pairs=args.pairs, seed=args.seed, progress=not args.quiet)
+    s = r["spearman"]
+    print(f"{r['pairs']} pairs: Spearman(|Δ⟨∇L, e⟩|, loss-vector distance) = {s['loss_vector_linf']['rho']:.3f} "
+          f"(L∞, 95% CI {s['loss_vector_linf']['ci95'][0]:.2f}..{s['loss_vector_linf']['ci95'][1]:.2f}), "
+          f"{s['loss_vector_l2']['rho']:.3f} (L2); θ₀-loss difference alone {s['base_loss_diff']['rho']:.3f} "
+          f"-> {Path(r['run']) / 'gradient_check.json'}")
+    return 0
 
-    data = _one(plain, "DATA path or hub id")
-    flags = [f"model.model={args.model}"] if args.model else []
-    flags += [f"train.objective={args.objective}"] if args.objective else []
-    flags += ["train.lora=true"] if args.lora else []
-    configs = load_config(["data", "model", "train"], args.config, _data_overrides(args) + flags + overrides)
-    report = run_training(data, configs, args.out, args.command_line, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # under accelerate/torchrun only the first process reports
-    final = report["final_loss"]
-    print(f"trained {report['objective']} for {report['steps']} steps on {report['dataset']['examples']} examples "
-          f"({100 * report['dataset']['loss_token_fraction']:.1f}% of response tokens carry loss); final loss "
-          f"{'n/a' if final is None else f'{final:.4f}'} -> {args.out}")
+
+def cmd_config(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
+    from reasonsift.config_help import format_config_help
+
+    print(format_config_help(args.section), end="")
     return 0
 
 
 COMMANDS = {"score": cmd_score, "select": cmd_select, "curate": cmd_curate, "critical": cmd_critical,
-            "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "config": cmd_config, "check-gradients": cmd_check_gradients}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,16 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.args = list(args.args) + extra
+    args.args = list(getattr(args, "args", [])) + extra
     # what the run folders record as the command: the argv actually parsed (main() may be called from Python)
     args.command_line = shlex.join(["reasonsift", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    plain, overrides = _split_overrides(args.args)
+    plain, overrides = split_overrides(args.args)
     from reasonsift.data.records import DataError
     from reasonsift.models import ModelLoadError
+    from reasonsift.runfolder import WriteError
 
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args, plain, overrides)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as e:
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError, WriteError) as e:
         print(f"reasonsift {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

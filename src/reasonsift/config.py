@@ -10,6 +10,7 @@ typo in a hyperparameter must not produce a run that quietly used the default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -70,7 +71,11 @@ class ScoreConfig:
     isotropic_std_start: float = 2e-3  # per-coordinate std of the first Gaussian checkpoint
     isotropic_std_end: float = 8e-3  # cumulative per-coordinate std of the last one
     target_ratio_low: float = 2.0  # θ_rnd: dataset-mean loss ratio to θ₀ must lie in [low, high]
-    target_ratio_high: float = 3.0
+    target_ratio_high: float = 3.0  # ... and high; the checkpoint nearest the range is used when none is inside
+    # The paper's stds were set for 7B models and miss the band on small ones, hence calibrate by default.
+    noise: Literal["calibrate", "fixed"] = "calibrate"  # calibrate: scale the std schedule until θ_rnd's ratio is in the band; fixed: the stds as given
+    calibration_examples: int = 64  # seeded sample of the pool the noise scale is searched on
+    calibration_trials: int = 12  # most checkpoints tried by that search
     direction: Literal["auto", "model", "finetune", "isotropic"] = "auto"  # θ_f - θ₀: auto = model if given, else isotropic
     direction_model: str | None = None  # θ_f folder or hub id (direction=model)
     finetune_steps: int = 50  # direction=finetune: steps of a short SFT on a random sample
@@ -93,15 +98,18 @@ class ScoreConfig:
 class SelectConfig:
     """Subset selection (temp-method.md §1.3, §1.5-1.7, §3.5)."""
 
-    method: SelectMethod = "temp"
+    method: SelectMethod = "temp"  # TEMP, or a baseline to compare it with
     budget: int | None = None  # number of examples to select
     budget_tokens: int | None = None  # or: total response tokens to select
     seed: int = 42  # seeds k-means and every random draw
     examples_per_cluster: int = 4  # TEMP: K_s = max(1, n_s // examples_per_cluster)
-    kmeans_iters: int = 20
+    kmeans_iters: int = 20  # Lloyd iterations of each k-means run
     s2l_clusters: int = 100  # S2L: clusters per source
     embedding_batch_tokens: int = 8192  # embedding baseline: tokens per forward
     embedding_max_tokens: int = 16384  # embedding baseline: truncate prompt+response
+    # Guard against the short-response trap (a few tokens with a high mean loss win TEMP's difficulty
+    # filter). 0 = off (the paper's algorithm)
+    min_response_tokens: int = 0  # rows with fewer response tokens are left out before any method runs; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +118,13 @@ class EvalConfig:
 
     samples: int = 1  # completions per item; pass@k is reported for k in 1, 2, 4, ... < samples and k = samples
     temperature: float = 0.0  # 0 = greedy (then samples must be 1)
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
+    top_p: float = 1.0  # nucleus sampling (with temperature > 0)
+    max_new_tokens: int = 1024  # cap on each completion
     batch_size: int = 16  # prompts per generate() call
-    seed: int = 0
+    seed: int = 0  # seeds sampling (temperature > 0)
     limit: int | None = None  # evaluate only the first N items
     system_prompt: str | None = None  # must match the one used for training, if any
-    answer_kind: AnswerKind = "auto"
+    answer_kind: AnswerKind = "auto"  # auto: judged from the gold answer's form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +137,7 @@ class CriticalConfig:
     responses, kept when their final answer is right.
     """
 
-    responses: Responses = "greedy"
+    responses: Responses = "greedy"  # greedy: the model's checked solutions; dataset: the rows' own
     alternatives: int = 2  # substitutes per position (CFT: the 2nd and 3rd most probable tokens)
     max_new_tokens: int = 1024  # cap on a greedy solution (responses=greedy)
     max_response_tokens: int = 2048  # longer responses are skipped and counted (cost grows as length²)
@@ -173,22 +181,22 @@ class TrainConfig:
     tokens + EOS; UPFT's code default length is 32, its mixing ratio has no default: 0.5 is ours).
     """
 
-    objective: Objective = "sft"
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 3.0
+    objective: Objective = "sft"  # sft, cft (critical tokens), dft (NLL x p), prefix
+    learning_rate: float = 1e-5  # peak AdamW learning rate
+    num_train_epochs: float = 3.0  # passes over the data (fractions allowed)
     max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 8
+    per_device_train_batch_size: int = 2  # sequences per forward on each device
+    gradient_accumulation_steps: int = 8  # forwards per optimizer step
     warmup_ratio: float = 0.05  # fraction of optimizer steps with linear warmup
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 1e-4
+    lr_scheduler_type: str = "cosine"  # any transformers scheduler name (linear, constant, ...)
+    weight_decay: float = 1e-4  # AdamW weight decay
     adam_beta2: float = 0.95  # beta1 stays 0.9
     max_length: int = 8192  # prompt + response tokens; longer responses are cut (the prompt is kept)
     seed: int = 42  # data order, LoRA init and the UPFT prefix draw
     lora: bool = False  # train a LoRA adapter, then merge it into the saved model
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
     lora_target_modules: str = "all-linear"  # or a comma-separated list of module names
     mask_column: str = "critical_mask"  # cft: per-row list of 0/1 over the response tokens (eos included)
     mask_file: str | None = None  # cft: .jsonl/.parquet with `id` + mask_column, joined by example id
@@ -197,9 +205,9 @@ class TrainConfig:
     prefix_instruction: str = UPFT_INSTRUCTION  # prefix: appended to the prompt of prefix examples
     save_steps: int = 500  # checkpoint every N optimizer steps (the resume granularity)
     save_total_limit: int | None = 2  # keep the newest N checkpoints (each holds optimizer state)
-    logging_steps: int = 10
+    logging_steps: int = 10  # log the training loss every N optimizer steps
     bf16: str = "auto"  # auto: bf16 mixed precision on GPUs that support it, fp32 on CPU; or true/false
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     resume: bool = True  # continue from OUT/checkpoint-* when present
 
 
@@ -280,6 +288,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+def did_you_mean(unknown: list[str], names: set[str], section: str = "") -> str:
+    """"; did you mean score.seed?" for the known key nearest each unknown one ("" when none is near)."""
+    near = [m[0] for u in unknown if (m := difflib.get_close_matches(u, sorted(names), n=1, cutoff=0.6))]
+    prefix = f"{section}." if section else ""
+    return f"; did you mean {' or '.join(prefix + n for n in dict.fromkeys(near))}?" if near else ""
+
+
 def make_config(cls: type, values: dict[str, Any], section: str = "") -> Any:
     """Build a frozen config from a dict, coercing types; unknown keys raise ConfigError."""
     hints = typing.get_type_hints(cls)
@@ -288,7 +303,8 @@ def make_config(cls: type, values: dict[str, Any], section: str = "") -> Any:
     if unknown:
         where = f"section '{section}'" if section else cls.__name__
         raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(names))}"
+            f"unknown key(s) {', '.join(unknown)} in {where}{did_you_mean(unknown, names, section)}; "
+            f"known: {', '.join(sorted(names))}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}" if section else k) for k, v in values.items()}
     return cls(**kwargs)
@@ -342,14 +358,21 @@ def load_config(
         if "." in key:
             section, field = key.split(".", 1)
             if section not in raw:
-                raise ConfigError(f"override {item!r}: section '{section}' is not used here "
+                near = difflib.get_close_matches(section, sections, n=1)
+                hint = f"; did you mean {near[0]}.{field}?" if near and section not in CONFIG_SECTIONS else ""
+                raise ConfigError(f"override {item!r}: section '{section}' is not used here{hint} "
                                   f"(sections: {', '.join(sections)})")
             targets = [section]
         else:
             field = key
             targets = [s for s in sections if field in {f.name for f in dataclasses.fields(CONFIG_SECTIONS[s])}]
             if not targets:
-                raise ConfigError(f"unknown key '{key}' (sections here: {', '.join(sections)})")
+                qualified = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(CONFIG_SECTIONS[s])}
+                by_field = {q.split(".", 1)[1]: q for q in sorted(qualified, reverse=True)}
+                near = difflib.get_close_matches(field, sorted(by_field), n=1)
+                hint = f"; did you mean {by_field[near[0]]}?" if near else ""
+                raise ConfigError(f"unknown key '{key}'{hint} (sections here: {', '.join(sections)}; "
+                                  "`reasonsift config` lists every key)")
             if len(targets) > 1:
                 raise ConfigError(f"key '{key}' is ambiguous; write one of "
                                   + ", ".join(f"{t}.{key}" for t in targets))

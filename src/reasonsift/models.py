@@ -76,10 +76,127 @@ def _check_weights(name: str, allow_pickle: bool) -> None:
                              "model.allow_pickle=true if you trust this file")
 
 
+def looks_like_path(name: str) -> bool:
+    """True for what a user means as a local folder: ./x, ../x, /x, ~/x, a/b/c, x\\y, or a trailing slash.
+
+    A hub id is ``name`` or ``org/name``; anything else cannot be one, so it is never sent to the hub.
+    """
+    return (name.startswith((".", "/", "~")) or name.endswith(("/", "\\")) or "\\" in name
+            or name.count("/") > 1 or name.strip() != name)
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for the local cache only."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+_CHECKED: set[str] = set()
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_source(name: str, tokenizer: bool = False) -> None:
+    """Fail in one clear line, before any slow call, when ``name`` cannot be a model (or its tokenizer).
+
+    - a path-like name that does not exist: "no such folder" (not a hub-id syntax error);
+    - a file, an empty folder, or (``tokenizer``) a folder without tokenizer files: say which (a
+      folder without config.json or weights is ``load_model``'s check);
+    - a hub id: log that it is fetched from the hub; with ``HF_HUB_OFFLINE`` set, only the cache is
+      read (and a model missing from it is an error at once); otherwise one short request checks
+      that the hub is reachable and has the model, instead of transformers retrying for about a
+      minute without a network.
+    """
+    if not name:
+        raise ModelLoadError("no model given: pass --model PATH_OR_HUB_ID")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{name}: is a file; --model wants a model folder (config.json, tokenizer, "
+                                 "*.safetensors) or a hub id")
+        if not any(path.iterdir()):
+            raise ModelLoadError(f"{name}: empty folder; a model folder holds config.json, the tokenizer files "
+                                 "and *.safetensors weights (save_pretrained writes them)")
+        if tokenizer and not any((path / f).exists() for f in TOKENIZER_FILES):
+            raise ModelLoadError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the "
+                                 "tokenizer into the model folder too (tokenizer.save_pretrained)")
+        return
+    if looks_like_path(name):
+        raise ModelLoadError(f"{name}: no such folder")
+    if name in _CHECKED:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if hub_offline():
+        if not cached:
+            raise ModelLoadError(f"{name}: not a local folder, and HF_HUB_OFFLINE is set so the hub is not asked; "
+                                 "it is not in the local Hugging Face cache either")
+        logger.info("%s: not a local folder; loading it from the Hugging Face cache (HF_HUB_OFFLINE is set)", name)
+    elif not cached:
+        from huggingface_hub import HfApi, constants
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+        logger.info("%s: not a local folder; fetching it from %s (set HF_HUB_OFFLINE=1 to use only the cache)",
+                    name, constants.ENDPOINT)
+        try:
+            HfApi().model_info(name, timeout=10)
+        except GatedRepoError:
+            raise ModelLoadError(f"{name}: a gated model on the hub; accept its licence and log in "
+                                 "(huggingface-cli login)") from None
+        except RepositoryNotFoundError:
+            raise ModelLoadError(f"{name}: no such folder here, and no such model on the hub (or it is private: "
+                                 "huggingface-cli login)") from None
+        except Exception as e:  # noqa: BLE001 - httpx/requests connection errors differ by version
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{name}: no such local folder, and the hub ({constants.ENDPOINT}) could not be "
+                                 f"reached ({msg}); pass a local model folder, or set HF_HUB_OFFLINE=1 to use the "
+                                 "local cache") from None
+    _CHECKED.add(name)
+
+
+# Config attributes that hold a model's maximum sequence length, by model family.
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def check_model_files(name: str, cfg: ModelConfig | None = None, tokenizer: bool = True) -> None:
+    """Raise ModelLoadError when a local model folder cannot be loaded, before anything is written.
+
+    Stages call it while validating their inputs, so a folder without weights or without a
+    tokenizer stops the command before a run folder exists. Hub ids are checked when loaded.
+    """
+    cfg = cfg or ModelConfig(model=name)
+    check_model_source(name, tokenizer)
+    _check_weights(name, cfg.allow_pickle)
+
+
+def max_positions(name: str, trust_remote_code: bool = False) -> int | None:
+    """The longest sequence (prompt + response tokens) the model supports, from its config; None if unknown."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - an adapter folder or an odd config: the loaders report real problems
+        return None
+    return config_positions(config)
+
+
+def config_positions(config: Any) -> int | None:
+    """``max_positions`` from an already loaded model config."""
+    config = getattr(config, "text_config", None) or config  # multimodal configs nest the LM's
+    for key in POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """Load a tokenizer; give it a pad token (eos) when it has none, for batching."""
     from transformers import AutoTokenizer
 
+    check_model_source(name, tokenizer=True)
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - hub/IO errors vary; report them in one line
@@ -95,6 +212,7 @@ def load_model(name: str, cfg: ModelConfig | None = None, device: torch.device |
 
     cfg = cfg or ModelConfig(model=name)
     device = device or resolve_device(cfg.device)
+    check_model_source(name)
     _check_weights(name, cfg.allow_pickle)
     attn = "sdpa" if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:

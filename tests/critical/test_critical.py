@@ -217,3 +217,23 @@ def test_bpe_chat_template_masks_fit_training(tiny_model_dir, tmp_path):
         trained = [i for i, label in enumerate(labels) if label != -100]
         start = len(labels) - r["response_tokens"]
         assert trained == [start + i for i, m in enumerate(r["critical_mask"]) if m]
+
+
+def test_skipped_rows_are_kept_with_their_reasons(theta0, tmp_path):
+    """--skip-bad-rows: RUN/critical/rejected.jsonl holds each skipped row verbatim with its reason."""
+    from reasonsift.models import max_positions
+
+    path, _model, _tok = theta0
+    rows = _one_step_rows(3)
+    data = tmp_path / "pool.jsonl"
+    long_row = dict(rows[0], prompt="What is 1 + 1? " * max_positions(str(path)))
+    data.write_text(json.dumps(rows[0]) + "\n" + '{"prompt": "x"\n' + json.dumps(long_row) + "\n"
+                    + "".join(json.dumps(r) + "\n" for r in rows[1:]), encoding="utf-8")
+    configs = _configs(f"model.model={path}", "critical.responses=dataset", "critical.answer_kind=text",
+                       "critical.rollout_extra_tokens=2", "data.skip_bad_rows=true", "critical.shard_size=2")
+    report = run_critical(str(data), configs, tmp_path / "run", "test", progress=False)
+    assert report["counts"]["rejected"] == 2 and report["counts"]["rows"] == 5
+    rejected = [json.loads(line) for line in (tmp_path / "run" / "critical" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["pool.jsonl:2", "pool.jsonl:3"]
+    assert "malformed JSON" in rejected[0]["reason"] and rejected[0]["raw"] == '{"prompt": "x"'
+    assert "positions" in rejected[1]["reason"] and json.loads(rejected[1]["raw"]) == long_row

@@ -13,7 +13,7 @@ import pytest
 
 from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError, Example
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, shared_data_or_skip
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 MATH = SHARED_DATA / "math" / "train.jsonl"
@@ -34,9 +34,7 @@ def one(row: dict, tmp_path: Path, **kwargs) -> Example:
 
 
 def real_rows(path: Path, n: int) -> list[dict]:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
-    with open(path, encoding="utf-8") as f:
+    with open(shared_data_or_skip(path), encoding="utf-8") as f:
         return [json.loads(next(f)) for _ in range(n)]
 
 
@@ -460,3 +458,61 @@ def test_an_unambiguous_row_warns_of_nothing(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="reasonsift.data.load"):
         assert len(list(iter_examples(path))) == 1
     assert not caplog.records
+
+
+def test_numbers_and_bools_are_not_responses_and_conversions_are_counted(tmp_path):
+    """A number or bool as the response is a bad row; a list of strings is joined but counted, with the
+    column named, as is a number used as the final answer."""
+    from reasonsift.data.load import iter_examples
+
+    path = tmp_path / "pool.jsonl"
+    rows = [{"question": "q1", "response": "fine"}, {"question": "q2", "response": ["a", "b"]},
+            {"question": "q3", "response": 42}, {"question": "q4", "response": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    coerced: dict = {}
+    out = list(iter_examples(path, skip_bad_rows=True, coerced=coerced))
+    assert [ex.response if ex else reason for _, ex, reason in out] == [
+        "fine", "a\nb", "field 'response' is int, expected text", "field 'response' is bool, expected text"]
+    assert coerced == {"rows": 1, "fields": {"response: list of strings joined by newlines": 1},
+                       "example": "pool.jsonl:2"}
+    reasoning = tmp_path / "reasoning.jsonl"
+    reasoning.write_text(json.dumps({"prompt": "p", "reasoning": "r", "answer": 7}) + "\n", encoding="utf-8")
+    coerced = {}
+    [(_, ex, _)] = list(iter_examples(reasoning, coerced=coerced))
+    assert ex.response == "r\n\n7" and coerced["fields"] == {"answer: number written as text": 1}
+
+
+def test_an_integer_parquet_column_is_not_scored_as_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reasonsift.data.load import iter_examples
+
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"question": ["q1", "q2"], "response": pa.array([1, 2], pa.int64())}), path)
+    with pytest.raises(DataError, match=r"pool.parquet row 0: field 'response' is int, expected text"):
+        list(iter_examples(path))
+
+
+def test_a_truncated_gz_keeps_its_readable_rows_under_skip_bad_rows(tmp_path):
+    rows = [{"question": f"q{i} " + "x" * 200, "answer": f"a{i}"} for i in range(400)]
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    path = tmp_path / "pool.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    out = list(iter_examples(path, skip_bad_rows=True))
+    good = [ex for _, ex, _ in out if ex is not None]
+    assert len(good) > 50 and [ex.prompt for ex in good] == [r["question"] for r in rows[:len(good)]]
+    raw, ex, reason = out[-1]
+    assert ex is None and "file truncated or corrupt, unreadable after pool.jsonl.gz:" in reason
+    with pytest.raises(DataError, match="unreadable after"):
+        list(iter_examples(path))
+
+
+def test_a_row_of_another_schema_says_so(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"question": "2+2?", "answer": "4"}])
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: field 'messages' .*: this row has another schema "
+                                        r"\(prompt=question, response=answer\) than the first good row "
+                                        r"\(messages=messages\)"):
+        list(iter_examples(path))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reasonsift.evaluation.answers import extract_answer, gold_answer, is_equivalent, normalize_answer, question_text
-from tests.evaluation.conftest import shared_data_or_skip
+from tests.conftest import shared_data_or_skip
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

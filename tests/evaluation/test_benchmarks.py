@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reasonsift.evaluation.benchmarks import load_benchmark
-from tests.evaluation.conftest import shared_data_or_skip
+from tests.conftest import shared_data_or_skip
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

@@ -22,7 +22,8 @@ import reasonsift.evaluation.run_evaluation as run_eval
 from reasonsift.cli import main
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.generate import Generation
-from tests.evaluation.conftest import GSM8K20, gsm8k20_rows, shared_data_or_skip
+from tests.conftest import GSM8K_FIXTURE, gsm8k_lines, shared_data_or_skip
+from tests.evaluation.conftest import gsm8k20_rows
 
 QUIET = ["--quiet", "evaluate.max_new_tokens=24", "evaluate.batch_size=8"]
 
@@ -226,7 +227,7 @@ def test_default_out_folder_is_unique_per_benchmark_file(eval_model_dir, tmp_pat
     gsm8k, math_ = tmp_path / "gsm8k" / "test.jsonl", tmp_path / "math" / "test.jsonl"
     gsm8k.parent.mkdir()
     math_.parent.mkdir()
-    gsm8k.write_text(GSM8K20.read_text().splitlines()[0] + "\n")
+    gsm8k.write_text(gsm8k_lines(1)[0])
     math_.write_text(json.dumps({"problem": "2+2?", "solution": "$\\boxed{4}$", "unique_id": "test/a/1.json"}) + "\n")
     for bench in (gsm8k, math_):
         assert main(["evaluate", "--model", str(model), "--benchmark", str(bench), "--quiet"]) == 0
@@ -258,4 +259,34 @@ def test_committed_sample_matches_shared_data():
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
     shared_data_or_skip(shared)
     with open(shared, encoding="utf-8") as f:
-        assert "".join(next(f) for _ in range(20)) == GSM8K20.read_text(encoding="utf-8")
+        assert "".join(next(f) for _ in range(400)) == GSM8K_FIXTURE.read_text(encoding="utf-8")
+
+
+def test_generation_never_runs_past_the_models_positions(eval_model_dir, gsm8k20, tmp_path, monkeypatch, caplog):
+    """max_new_tokens=200 on a model with 300 positions: each batch generates at most 300 - its prompt width
+    tokens, and the cap is said once."""
+    import logging
+
+    from transformers import GenerationMixin
+
+    small = tmp_path / "small_context"
+    shutil.copytree(eval_model_dir, small)
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 300}))
+    calls = []
+    real = GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):  # records what reaches transformers, then generates for real
+        out = real(self, *args, **kwargs)
+        calls.append((kwargs["input_ids"].shape[1], kwargs["max_new_tokens"], out.shape[1]))
+        return out
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", "--model", str(small), "--benchmark", str(gsm8k20), "--out", str(tmp_path / "e"),
+                     "--quiet", "evaluate.max_new_tokens=200", "evaluate.batch_size=4", "--limit", "8"]) == 0
+    assert len(calls) == 2
+    for width, max_new, total in calls:
+        assert max_new == 300 - width and total <= 300
+    assert caplog.text.count("evaluate.max_new_tokens=200 plus prompts of up to") == 1
+    assert "exceed the 300 positions" in caplog.text

@@ -148,3 +148,18 @@ def test_bf16_rounding_is_counted():
     assert 0 < stats["changed"] < stats["perturbed"]
     p.restore()
     assert all(torch.equal(p.base[n], t) for n, t in params(p).items())
+
+
+def test_direction_model_must_have_exactly_the_base_parameters():
+    """θ_f with an extra layer (a superset of θ₀'s names) is another architecture: refused, naming what differs."""
+    base = build_tiny_llama(64, hidden_size=16, num_layers=2, num_heads=2, seed=0)
+    deeper = build_tiny_llama(64, hidden_size=16, num_layers=3, num_heads=2, seed=1)
+    p = Perturber(base, 0, isotropic_steps(1e-3, 2e-3, 2), directional_lambdas(1.0, 2.0, 2))
+    with pytest.raises(ValueError, match=r"has 9 parameters θ₀ lacks \(model\.layers\.2\."):
+        p.set_target(dict(deeper.named_parameters()))
+    shallower = build_tiny_llama(64, hidden_size=16, num_layers=1, num_heads=2, seed=1)
+    with pytest.raises(ValueError, match=r"lacks 9 of θ₀'s parameters \(model\.layers\.1\."):
+        p.set_target(dict(shallower.named_parameters()))
+    wider = build_tiny_llama(80, hidden_size=16, num_layers=2, num_heads=2, seed=1)
+    with pytest.raises(ValueError, match=r"2 tensors of another shape \(lm_head\.weight \(80, 16\) vs θ₀ \(64, 16\)"):
+        p.set_target(dict(wider.named_parameters()))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from reasonsift.cli import main
 
@@ -199,3 +200,94 @@ def test_report_records_the_columns_read(tiny_model_dir, tmp_path):
                  "score.short_tokens=8"]) == 0
     fields = json.loads((run / "report.json").read_text())["fields"]
     assert fields == {"columns": {"prompt": "question", "response": "solution"}, "other_response_columns": ["code"]}
+
+
+def test_two_processes_with_different_configs_on_one_folder(gsm8k_sample, tiny_model_dir, tiny_direction_dir,
+                                                            tmp_path):
+    """Started together on a fresh folder, exactly one runs; the folder then equals a single run's."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    seeds = (42, 7)
+    procs = [subprocess.Popen([sys.executable, "-m", "reasonsift.cli",
+                               *score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, run, "--seed", str(s), "data.limit=16")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in seeds]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    winner = seeds[[rc for rc, _ in results].index(0)]
+    refused = next(err for rc, err in results if rc == 2)
+    assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
+    assert "in use by another score" in refused or "different config" in refused
+    reference = tmp_path / "reference"
+    assert main(score_args(gsm8k_sample, tiny_model_dir, tiny_direction_dir, reference, "--seed", str(winner),
+                           "data.limit=16")) == 0
+    assert pq.read_table(run / "scores.parquet").equals(pq.read_table(reference / "scores.parquet"))
+    assert yaml.safe_load((run / "config.yaml").read_text())["score"]["seed"] == winner
+    assert not (run / ".lock").exists()
+
+
+def test_a_run_that_fails_validation_creates_nothing(gsm8k_sample, tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["--run", str(run), "--quiet", "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(["score", str(tmp_path / "missing.jsonl"), "--model", str(tiny_model_dir), *base]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.suffix != ".safetensors":
+            (no_weights / f.name).write_bytes(f.read_bytes())
+    assert main(["score", str(gsm8k_sample), "--model", str(no_weights), *base]) == 2
+    assert "no weights" in capsys.readouterr().err
+    assert not run.exists()
+    assert main(["score", str(gsm8k_sample), "--model", str(tiny_model_dir), "data.limit=8", *base]) == 0
+
+
+def _pool_with_an_overlong_prompt(gsm8k_sample: Path, tmp_path: Path) -> Path:
+    """5 GSM8K rows with a 4th whose prompt alone is longer than the tiny model's 2,048 positions."""
+    good = gsm8k_sample.read_text().splitlines(keepends=True)[:5]
+    long_row = json.dumps({"question": "How many apples did Tom pick on Monday? " * 400, "answer": "#### 3"})
+    data = tmp_path / "pool.jsonl"
+    listed = json.dumps({"question": "What is 1 + 2?", "answer": ["1 + 2 = 3", "#### 3"]})
+    data.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]) + listed + "\n", encoding="utf-8")
+    return data
+
+
+def test_a_prompt_longer_than_the_model_is_rejected_not_scored(gsm8k_sample, tiny_model_dir, tmp_path, capsys,
+                                                               caplog):
+    data = _pool_with_an_overlong_prompt(gsm8k_sample, tmp_path)
+    base = ["score", str(data), "--model", str(tiny_model_dir), "--quiet", "score.num_isotropic=2",
+            "score.long_tokens=16", "score.short_tokens=8"]
+    assert main(base + ["--run", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pool.jsonl:4" in err and "exceed the model's 2,048 positions" in err
+    run = tmp_path / "lenient"
+    assert main(base + ["--run", str(run), "--skip-bad-rows"]) == 0
+    rejected = [json.loads(x) for x in (run / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["pool.jsonl:4"] and "2,048 positions" in rejected[0]["reason"]
+    assert json.loads(rejected[0]["raw"])["question"].startswith("How many apples")
+    scores = pq.read_table(run / "scores.parquet").to_pandas()
+    assert list(scores["row_index"]) == [0, 1, 2, 4, 5, 6]
+    report = json.loads((run / "report.json").read_text())
+    assert report["counts"]["rejected"] == 1
+    # the list-of-strings answer of the last row was joined: counted in report.json and on the console
+    assert report["coerced"] == {"rows": 1, "fields": {"answer: list of strings joined by newlines": 1},
+                                 "example": "pool.jsonl:7"}
+    assert "1 rows had fields converted to text: answer: list of strings" in caplog.text
+
+
+def test_a_tokenizer_without_chat_template_is_said_once_and_recorded(gsm8k_sample, tiny_model_dir, tmp_path, caplog):
+    plain = tmp_path / "plain_model"
+    plain.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.name != "chat_template.jinja":
+            (plain / f.name).write_bytes(f.read_bytes())
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    run = tmp_path / "run"
+    assert main(["score", str(gsm8k_sample), "--model", str(plain), "--run", str(run), "--quiet", "data.limit=4",
+                 "score.num_isotropic=2", "score.long_tokens=16", "score.short_tokens=8"]) == 0
+    assert caplog.text.count("the tokenizer has no chat template") == 1
+    template = json.loads((run / "report.json").read_text())["template"]
+    assert template["chat_template"] is False and "User: {prompt}" in template["note"]

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasonsift.data.load import RawRow, to_example
-from reasonsift.data.render import Tokenized, tokenize_example
+from reasonsift.data.render import Tokenized, build_labels, tokenize_example
 from reasonsift.scoring import scorer
 from reasonsift.scoring.scorer import pack_plan, padded_plan, score_items, score_reference, self_check
 from tests.conftest import gsm8k_lines
@@ -31,11 +31,18 @@ def model_and_items(tiny_model_dir):
     return model, items
 
 
+def assert_equals_reference(model, items: list[Tokenized], got: list[np.ndarray]) -> None:
+    """The one fast-path-vs-reference check: per-token NLL equal to one plain forward per example."""
+    ref = score_reference(model, items)
+    assert len(got) == len(ref)
+    for x, r in zip(got, ref):
+        np.testing.assert_allclose(x, r, atol=1e-5)
+
+
 def hf_mean_loss(model, item: Tokenized, n: int) -> float:
     """What a user would write: model(input_ids, labels=...).loss over the first n response tokens."""
     ids = torch.tensor([item.prompt_ids + item.response_ids[:n]])
-    labels = ids.clone()
-    labels[:, : len(item.prompt_ids)] = -100
+    labels = build_labels(ids[0], len(item.prompt_ids))[None]
     with torch.no_grad():
         return float(model(input_ids=ids, labels=labels).loss)
 
@@ -67,10 +74,9 @@ def test_result_does_not_depend_on_bin_composition(model_and_items, packed):
     model, items = model_and_items
     a = score_items(model, items, batch_tokens=300, max_examples=2, chunk=3, packed=packed)
     b = score_items(model, items, batch_tokens=100_000, max_examples=100, chunk=4096, packed=packed)
-    ref = score_reference(model, items)
-    for x, y, r in zip(a, b, ref):
+    for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=1e-5)
-        np.testing.assert_allclose(x, r, atol=1e-5)
+    assert_equals_reference(model, items, a)
 
 
 def test_plans_cover_every_item_once_within_budget():
@@ -102,8 +108,7 @@ def test_out_of_memory_lowers_the_budget_for_good(model_and_items, monkeypatch, 
     monkeypatch.setattr(scorer, "score_bin", memory_limited)
     got = score_items(model, items, batch_tokens=100_000, max_examples=100, packed=packed)
     assert failed and len(failed) <= 6  # the lowered budget sticks: no failure on every later bin
-    for x, r in zip(got, score_reference(model, items)):
-        np.testing.assert_allclose(x, r, atol=1e-5)
+    assert_equals_reference(model, items, got)
 
 
 def test_self_check_refuses_a_wrong_fast_path(model_and_items, monkeypatch):
@@ -132,5 +137,14 @@ def test_in_place_lm_head_equals_the_training_loss():
 def test_auto_batch_tokens_scores_the_same(model_and_items):
     model, items = model_and_items
     assert scorer.default_batch_tokens(torch.device("cpu")) == 2048
-    for x, r in zip(score_items(model, items, batch_tokens=0), score_reference(model, items)):
-        np.testing.assert_allclose(x, r, atol=1e-5)
+    assert_equals_reference(model, items, score_items(model, items, batch_tokens=0))
+
+
+def test_progress_inside_a_unit_shows_tokens_rate_and_eta(model_and_items, capsys):
+    """A unit is one checkpoint over a shard (minutes on a CPU): its bar counts tokens, with rate and ETA."""
+    model, items = model_and_items
+    score_items(model, items, batch_tokens=256, progress=True)
+    err = capsys.readouterr().err
+    total = sum(it.length for it in items)
+    assert "tokens in this unit" in err and "tok/s" in err and "<" in err  # tqdm: [elapsed<remaining, rate]
+    assert f"/{total}" in err or f"/{total / 1000:.2f}k" in err

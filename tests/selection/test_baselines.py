@@ -141,3 +141,16 @@ def test_unscored_ranking_columns_are_refused_not_read_as_zero(scores):
         select(df, SelectConfig(method="middle-perplexity", budget=5))
     df.loc[:4, "base_loss_1000"] = 1.0  # partly scored: NaN -> 0 as in the official code, no error
     assert select(df, SelectConfig(method="middle-perplexity", budget=5)).report["n_selected"] == 5
+
+
+def test_a_budget_larger_than_the_pool_warns(scores, caplog):
+    import logging
+
+    from reasonsift.config import SelectConfig
+    from reasonsift.selection.select import select
+
+    with caplog.at_level(logging.WARNING):
+        selection = select(scores, SelectConfig(method="random", budget=1000))
+    assert len(selection.ids) == len(scores)
+    assert "budget (1000 examples) is not smaller than the eligible set (300 examples" in caplog.text
+    assert "the subset is the whole eligible pool" in caplog.text

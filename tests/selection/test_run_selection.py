@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -214,3 +215,52 @@ def test_selected_rows_round_trip_every_format(fmt, tiny_model_dir, tmp_path):
         assert out == [raw[i] for i in chosen]
     else:
         assert [json.loads(x) for x in out] == [rows[i] for i in chosen]
+
+
+def test_a_second_selection_keeps_the_first(scored_run, tmp_path, capsys):
+    """select twice (TEMP, then random): both are kept under RUN/select/, the latest is also at the top."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    assert main(["select", str(run), "--budget", "8", "--quiet"]) == 0
+    assert "(kept in " + str(run / "select" / "temp-8-seed42") + ")" in capsys.readouterr().out
+    assert main(["select", str(run), "--budget", "6", "--method", "random", "--quiet"]) == 0
+    temp, rnd = run / "select" / "temp-8-seed42", run / "select" / "random-6-seed42"
+    for folder, n, method in ((temp, 8, "temp"), (rnd, 6, "random")):
+        assert len((folder / "selected.jsonl").read_text().splitlines()) == n
+        assert json.loads((folder / "report.json").read_text())["selection"]["method"] == method
+        assert f"reasonsift selection: {method}" in (folder / "report.html").read_text()
+        assert f"with `{method}`" in (folder / "README.md").read_text()
+        flags = pq.read_table(folder / "selection.parquet").to_pandas()
+        assert flags["selected"].sum() == n and len(flags) == 40
+    # the top level is the latest selection, byte for byte
+    assert (run / "selected.jsonl").read_bytes() == (rnd / "selected.jsonl").read_bytes()
+    assert (run / "report.html").read_text() == (rnd / "report.html").read_text()
+    assert json.loads((run / "report.json").read_text())["selection"]["kept_in"] == "select/random-6-seed42"
+
+
+def test_report_shows_the_runs_warnings_theta_rnd_and_direction(scored_run, tmp_path, caplog):
+    """Every warning select printed is in report.json's notes and report.html; the header names θ_rnd and θ_f."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    (run / "score" / "manifest.json").unlink()  # select then warns that the input cannot be checked
+    with caplog.at_level(logging.WARNING, logger="reasonsift"):
+        assert main(["select", str(run), "--budget", "8", "--quiet"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no scoring manifest" in w for w in warned)
+    report = json.loads((run / "report.json").read_text())
+    assert set(warned) <= set(report["selection"]["notes"])
+    page = (run / "report.html").read_text()
+    notes = page[page.index("<h2>Notes</h2>"):page.index("<h2>Difficulty")]
+    assert "no scoring manifest" in notes and "<li>none</li>" not in notes
+    assert "θ_rnd (difficulty)</th><td>Gaussian checkpoint" in page
+    assert "no θ_f was given, so the loss vectors come from the nested Gaussian checkpoints" in page
+    theta = report["theta_rnd"]
+    if not theta["in_range"]:  # the θ_rnd warning is a note too
+        assert "no Gaussian checkpoint has a mean-loss ratio" in notes
+    # tokens: both references, words that fit the sign
+    t = report["tokens"]
+    tokens = page[page.index("<h2>Tokens scored"):]
+    for ref in ("full_trace_all_checkpoints", "full_trace_once"):
+        word = "fewer than" if t["scored"] <= t[ref] else "as many as"
+        assert f"{t[ref]:,}" in tokens and word in tokens
+    assert "-" not in tokens.split("TEMP scored", 1)[1].split("</p>")[0].replace("θ₀", "")  # no "−218% fewer"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from reasonsift.cli import main
 
 
@@ -27,11 +29,18 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert not any(r["low_quality_kind"] == "wrong_step" for r in cft_rows)  # a wrong answer is no solution
     assert json.loads((out / "models" / "cft" / "train_report.json").read_text())["objective"] == "cft"
     for method, r in results["methods"].items():
+        subset = out / "critical" / "critical.jsonl" if method == "cft" else out / "subsets" / f"{method}.jsonl"
+        rows = [json.loads(x) for x in subset.read_text().splitlines()]
         if method != "cft":
-            assert r["n"] == len((out / "subsets" / f"{method}.jsonl").read_text().splitlines()) == budget
-        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["low_quality_share"] <= 1.0
+            assert r["n"] == len(rows) == budget
+        # The table's figures are those of the files it summarises: recount them from the files.
+        assert r["low_quality_share"] == pytest.approx(sum(bool(x["low_quality"]) for x in rows) / len(rows))
+        evaluated = [json.loads(x) for x in
+                     (out / "models" / method / "eval" / "results.jsonl").read_text().splitlines()]
+        assert r["accuracy"] == pytest.approx(sum(x["correct"][0] for x in evaluated) / len(evaluated))
+        assert r["accuracy"] == pytest.approx(json.loads((out / "models" / method / "eval" / "metrics.json")
+                                                         .read_text())["accuracy"])
         assert (out / "models" / method / "model.safetensors").exists()
-        assert (out / "models" / method / "eval" / "metrics.json").exists()
     assert all(math.isfinite(v) for v in results["validation"].values())
     assert (out / "run" / "scores.parquet").exists() and (out / "run" / "selected.jsonl").exists()
     assert (out / "models" / "theta_0" / "eval" / "metrics.json").exists()  # θ₀'s folder may be the package's

@@ -225,3 +225,63 @@ def test_model_card_names_a_reasonsift_subset(tmp_path):
     assert "12.0% of the response tokens" in card and "`cft`" in card
     report["data"] = str(tmp_path / "other.jsonl")
     assert "reasonsift selection" not in model_card(report, configs)
+
+
+def test_bad_and_overlong_rows_are_rejected_like_in_scoring(tiny_model_dir, train_data, tmp_path, caplog):
+    """Under --skip-bad-rows train keeps the skipped rows with their reasons in OUT/rejected.jsonl; a prompt
+    past the model's 2,048 positions is rejected with scoring's reason; train.max_length is capped at 2,048."""
+    good = train_data.read_text().splitlines(keepends=True)
+    long_row = json.dumps({"question": "How many apples did Tom pick on Monday? " * 400, "answer": "#### 3"})
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(good[:3]) + '{"question": "no answer"}\n' + long_row + "\n" + "".join(good[3:]),
+                    encoding="utf-8")
+    strict = tmp_path / "strict.jsonl"
+    strict.write_text("".join(good[:3]) + long_row + "\n" + "".join(good[3:]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"strict.jsonl:4: prompt \(.* tokens\) \+ 1 response tokens exceed the "
+                                        r"model's 2,048 positions"):
+        run_training(str(strict), make_configs(tiny_model_dir, "train.max_steps=1"), tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        report = run_training(str(data), make_configs(tiny_model_dir, "train.max_steps=1", "data.skip_bad_rows=true",
+                                                      "train.max_length=8192"), out, progress=False)
+    assert "train.max_length=8192 is more than the 2048 positions" in caplog.text
+    assert report["dataset"]["max_length"] == 2048 and report["dataset"]["rejected_rows"] == 2
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["pool.jsonl:4", "pool.jsonl:5"]
+    assert "missing field 'answer'" in rejected[0]["reason"] and "2,048 positions" in rejected[1]["reason"]
+    assert json.loads(rejected[0]["raw"]) == {"question": "no answer"}
+    assert report["dataset"]["examples"] == 8
+
+
+def test_a_resumed_run_reports_the_loss_of_an_uninterrupted_one(tiny_model_dir, train_data, tmp_path):
+    """logging_steps=3 with a checkpoint at step 2: the reported figures come from every step's loss in
+    windows aligned to 3 steps, so the resumed run's report equals the uninterrupted one's, and the
+    final loss is the mean of the last 3 steps (not the last logged window's straddling mean)."""
+    configs = make_configs(tiny_model_dir, "train.max_steps=5", "train.save_steps=2", "train.logging_steps=3",
+                           "train.save_total_limit=5")
+    full = tmp_path / "full"
+    a = run_training(str(train_data), configs, full, progress=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(full / "checkpoint-2", cut / "checkpoint-2")
+    shutil.copy(full / "train_manifest.json", cut / "train_manifest.json")
+    b = run_training(str(train_data), configs, cut, progress=False)
+    assert b["resumed_from"] and len(a["step_losses"]) == len(b["step_losses"]) == 5
+    assert b["step_losses"] == pytest.approx(a["step_losses"], rel=1e-6)
+    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-6)
+    assert a["final_loss"] == pytest.approx(sum(a["step_losses"][-3:]) / 3) and a["final_loss_steps"] == 3
+    assert [p["step"] for p in a["loss_curve"]] == [p["step"] for p in b["loss_curve"]] == [3, 5]
+    for p, q in zip(a["loss_curve"], b["loss_curve"]):
+        assert q["loss"] == pytest.approx(p["loss"], rel=1e-6)
+    assert a["loss_curve"][0]["loss"] == pytest.approx(sum(a["step_losses"][:3]) / 3)
+
+
+def test_few_steps_report_the_loss_reached_not_the_first_step(tiny_model_dir, train_data, tmp_path):
+    """5 steps with logging_steps=10: the final step is logged and the final loss is over all 5 steps."""
+    report = run_training(str(train_data), make_configs(tiny_model_dir, "train.max_steps=5", "train.logging_steps=10"),
+                          tmp_path / "out", progress=False)
+    assert len(report["step_losses"]) == 5 and report["final_step_loss"] == report["step_losses"][-1]
+    assert report["final_loss"] == pytest.approx(sum(report["step_losses"]) / 5)
+    assert report["final_loss"] != pytest.approx(report["step_losses"][0])
+    assert [p["step"] for p in report["loss_curve"]] == [5]
+    assert "mean of the last 5 steps" in (tmp_path / "out" / "README.md").read_text()

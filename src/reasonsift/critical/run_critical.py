@@ -11,6 +11,7 @@ substitution (``critical.counterfactual``), and write every kept example with it
     RUN/critical/manifest.json    input, model and config fingerprints (refuses a changed resume)
     RUN/critical/config.yaml      resolved config + command
     RUN/critical/report.json      counts, critical share, rollouts and decoded tokens, wall time
+    RUN/critical/rejected.jsonl   rows skipped under --skip-bad-rows, with their reasons
     RUN/critical/README.md        dataset card of critical.jsonl
 
 Rows written for ``dataset`` are the input rows verbatim plus ``critical_mask`` and
@@ -33,15 +34,17 @@ from typing import Any
 
 from reasonsift.config import ConfigError, EvalConfig, ScaleConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, find_critical
-from reasonsift.data.load import canonical_json, input_schema, iter_examples, parse_field_overrides
+from reasonsift.data.load import (canonical_json, check_source, input_schema, iter_examples, parse_field_overrides,
+                                  rejected_entry, warn_coercions)
 from reasonsift.data.records import DataError, Example
-from reasonsift.data.render import Tokenized, prompt_text, tokenize_example
+from reasonsift.data.render import Tokenized, context_overflow, prompt_text, template_notice, tokenize_example
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.generate import cut_at_stop, generate, stop_strings, stop_token_ids
-from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
+from reasonsift.models import (check_model_files, load_model_and_tokenizer, load_tokenizer, max_positions,
+                               model_fingerprint, resolve_device, resolve_dtype)
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
-                                  is_done, mark_done, rank_world, read_json, save_config, write_json_atomic,
-                                  write_text_atomic)
+                                  is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config,
+                                  write_json_atomic, write_rejected_rows, write_text_atomic)
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)
@@ -60,23 +63,24 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     """
     leave_out = [f"critical.{k}" for k in PERFORMANCE_KEYS] + ["model.device"]  # the device type is recorded
     manifest = {"input": input_fingerprint(data), "model_fingerprint": model_fingerprint(model_path),
-                "device": device, "dtype": dtype,
-                "settings": flat_settings({s: c for s, c in configs.items() if s != "scale"}, leave_out)}
+                "device": device, "dtype": dtype, "settings": flat_settings({s: c for s, c in configs.items() if s != "scale"}, leave_out)}
     check_resume(paths.critical_manifest, manifest, any(paths.critical_dir.glob("shard*.jsonl.done")),
                  f"{paths.critical_dir} holds critical masks", "use a new --run folder or delete that folder to "
                  "start over")
 
 
-def _examples_by_shard(data: str, configs: dict[str, Any]) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
-    """(shard index, [(raw row, example or None)]) for consecutive groups of ``shard_size`` input rows."""
+def _examples_by_shard(data: str, configs: dict[str, Any], coerced: dict[str, Any] | None = None,
+                       ) -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
+    """(shard index, [(raw row, example or None)]) for consecutive groups of ``shard_size`` input rows;
+    a bad row's reason is its raw row's ``error``."""
     dc, cc = configs["data"], configs["critical"]
     shard, buffer = 0, []
-    for raw, ex, _reason in iter_examples(data, parse_field_overrides(dc.fields), dc.split, dc.skip_bad_rows,
-                                          dc.limit):
+    for raw, ex, reason in iter_examples(data, parse_field_overrides(dc.fields), dc.split, dc.skip_bad_rows,
+                                         dc.limit, coerced):
         if raw.index // cc.shard_size != shard:
             yield shard, buffer
             shard, buffer = raw.index // cc.shard_size, []
-        buffer.append((raw, ex))
+        buffer.append((raw, ex) if ex is not None else (dataclasses.replace(raw, error=reason), None))
     if buffer:
         yield shard, buffer
 
@@ -127,27 +131,46 @@ def _responses(model: Any, tokenizer: Any, examples: list[Example], configs: dic
 
 
 def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | None]], configs: dict[str, Any],
-                  progress: bool = False) -> tuple[list[str], dict[str, Any]]:
-    """Critical masks for one shard of input rows: (JSON lines of the kept examples, counts and costs)."""
+                  progress: bool = False, model_positions: int | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Critical masks for one shard of input rows: (JSON lines of the kept examples, counts and costs).
+
+    Bad rows, and rows whose prompt plus response exceed ``model_positions`` (``context_overflow``),
+    are counted as rejected and listed in the info's ``rejected_rows`` (an error without
+    ``--skip-bad-rows``).
+    """
     cc, dc = configs["critical"], configs["data"]
     counts = dict.fromkeys(COUNTS, 0)
     counts["rows"] = len(rows)
     check = AnswerChecker(tokenizer)
-    examples, raws = [], []
+    examples, raws, rejected_rows = [], [], []
+
+    def overflow(raw: Any, tok: Any, n_window: int) -> bool:
+        reason = context_overflow(len(tok.prompt_ids), n_window, model_positions)
+        if reason and not dc.skip_bad_rows:
+            raise DataError(f"{raw.where}: {reason} (use --skip-bad-rows to quarantine bad rows)")
+        if reason:
+            counts["rejected"] += 1
+            rejected_rows.append(rejected_entry(raw, reason))
+        return reason is not None
+
     for raw, ex in rows:
         if ex is None:
             counts["rejected"] += 1
+            rejected_rows.append(rejected_entry(raw, raw.error or "bad row"))
         elif not ex.answer.strip():
             counts["no_gold"] += 1
-        else:
+        elif not overflow(raw, tokenize_example(tokenizer, ex, dc.system_prompt, 0), 1):
             examples.append(ex)
-            raws.append(raw.row)
+            raws.append(raw)
     kept: list[tuple[Any, Example, str, Tokenized]] = []
-    for raw_row, ex, response in zip(raws, examples, _responses(model, tokenizer, examples, configs)):
+    for raw, ex, response in zip(raws, examples, _responses(model, tokenizer, examples, configs)):
+        raw_row = raw.row
         if not check.correct(response, ex.answer, cc.answer_kind):
             counts["wrong"] += 1
             continue
         tok = tokenize_example(tokenizer, dataclasses.replace(ex, response=response), dc.system_prompt)
+        if overflow(raw, tok, tok.n_response_tokens):
+            continue
         if tok.n_response_tokens > cc.max_response_tokens:
             counts["too_long"] += 1
             continue
@@ -164,7 +187,8 @@ def process_shard(model: Any, tokenizer: Any, rows: list[tuple[Any, Example | No
                                      lambda ids, s: check(ids, kept[s][1].answer, cc.answer_kind), progress=bar.update)
     lines = [_out_row(raw_row, ex, response, mask, cc.responses)
              for (raw_row, ex, response, _), mask in zip(kept, masks)]
-    info = {**counts, **dataclasses.asdict(stats), "response_tokens": sum(len(m) for m in masks),
+    info = {**counts, **dataclasses.asdict(stats), "rejected_rows": rejected_rows,
+            "response_tokens": sum(len(m) for m in masks),
             "masked_tokens": sum(sum(m) for m in masks)}
     return lines, info
 
@@ -177,8 +201,10 @@ class CriticalWorker:
     """
 
     def __init__(self, configs: dict[str, Any], run: str | Path, progress: bool = False) -> None:
+        mc = configs["model"]
         self.configs, self.paths, self.progress = configs, RunPaths(Path(run)), progress
-        self.model, self.tokenizer = load_model_and_tokenizer(configs["model"].model, configs["model"])
+        self.model, self.tokenizer = load_model_and_tokenizer(mc.model, mc)
+        self.positions = max_positions(mc.model, mc.trust_remote_code)
 
     def info(self) -> dict[str, Any]:
         p = next(self.model.parameters())
@@ -186,7 +212,7 @@ class CriticalWorker:
 
     def run(self, unit: tuple[int, list[tuple[Any, Example | None]]]) -> None:
         shard, rows = unit
-        lines, info = process_shard(self.model, self.tokenizer, rows, self.configs, self.progress)
+        lines, info = process_shard(self.model, self.tokenizer, rows, self.configs, self.progress, self.positions)
         path = self.paths.critical_shard(shard)
         write_text_atomic(path, "".join(line + "\n" for line in lines))
         mark_done(path, info)
@@ -199,7 +225,24 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU; the last rank to
     finish merges and returns the report (the others return None). With ``scale.backend=ray`` this
     process reads the input and feeds the unfinished shards to a pool of Ray actors, then merges.
+    The data and model folder are checked before RUN is created, and RUN is owned (``run_lock``) for
+    the whole run.
     """
+    mc = configs["model"]
+    if not mc.model:
+        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    if configs.get("scale", ScaleConfig()).backend == "ray":
+        require_ray()  # before any work: a missing extra is a one-line error naming the pip command
+    check_source(data, configs["data"].split)
+    check_model_files(mc.model, mc)
+    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    with run_lock(Path(run), lock_key("critical", where, config_to_dict(configs)), "critical", command):
+        return _run_critical(data, configs, run, command, progress)
+
+
+def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
+                  progress: bool = True) -> dict[str, Any] | None:
+    """``run_critical`` once RUN is owned."""
     start = time.time()
     cc, mc = configs["critical"], configs["model"]
     scale = configs.get("scale", ScaleConfig())
@@ -211,22 +254,22 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     if cc.rollout_extra_tokens < 0:
         raise ConfigError(f"critical.rollout_extra_tokens must be ≥ 0, got {cc.rollout_extra_tokens}")
     on_ray = scale.backend == "ray"
-    if on_ray:
-        require_ray()
     paths = RunPaths(Path(run))
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, mc.model, device.type,
                    str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
     save_config(paths.critical_config, config_to_dict(configs), command)
+    template = template_notice(load_tokenizer(mc.model, mc.trust_remote_code), mc.model)
     from tqdm.auto import tqdm
 
     rank, world = (0, 1) if on_ray else rank_world()
     shards: list[Path] = []
     bar = tqdm(desc="critical", unit="row", disable=not progress)
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row
 
     def todo() -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
         """This rank's unfinished shards, the input read only as far as the work has got."""
-        for shard, rows in _examples_by_shard(data, configs):
+        for shard, rows in _examples_by_shard(data, configs, coerced):
             shards.append(paths.critical_shard(shard))
             bar.update(len(rows))
             if shard % world == rank and not is_done(shards[-1]):
@@ -245,6 +288,7 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
     bar.close()
     if not bar.n:
         raise DataError(f"{data}: no rows")
+    warn_coercions(coerced, data)
     # Whatever the workers said, a shard counts only with its done-marker (a Ray pool can lose one).
     missing = [p for p in shards if not is_done(p)]
     if missing and on_ray:
@@ -256,7 +300,7 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
         if not merging:
             return None
         scale_report = pool.as_report() if on_ray else {"backend": "local", "world_size": world}
-        return _merge(data, configs, paths, shards, start, command, scale_report)
+        return _merge(data, configs, paths, shards, start, command, coerced, template, scale_report)
 
 
 def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -288,19 +332,23 @@ prompt; a mask of another length is refused there.
 
 
 def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
-           command: str, scale: dict[str, Any]) -> dict[str, Any]:
+           command: str, coerced: dict[str, Any] | None = None,
+           template: dict[str, Any] | None = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
     tokens = {"response_tokens": 0, "masked_tokens": 0}
+    rejected_rows: list[dict[str, Any]] = []
     for path in shards:
         info = read_json(done_marker(path))
+        rejected_rows += info.get("rejected_rows", [])
         for key in tokens:
             tokens[key] += info.get(key, 0)
         for key in COUNTS:
             totals[key] += info.get(key, 0)
         cost.add(CriticalStats(**{f.name: info.get(f.name, 0) for f in dataclasses.fields(CriticalStats)}))
     write_text_atomic(paths.critical, "".join(p.read_text(encoding="utf-8") for p in shards))
+    write_rejected_rows(paths.critical_rejected, rejected_rows)
     report = {
         "data": str(data), "model": mc.model, "responses": cc.responses, "counts": totals,
         "fields": input_schema(data, parse_field_overrides(configs["data"].fields), configs["data"].split),
@@ -309,7 +357,9 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         "rollouts": cost.rollouts, "decoded_tokens": cost.decoded_tokens,
         "rollouts_per_position": cost.rollouts / cost.positions if cost.positions else 0.0,
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
-        "output": str(paths.critical), "command": command, "scale": scale, "wall_s": round(time.time() - start, 1),
+        "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
+        "coerced": coerced or {"rows": 0, "fields": {}}, "template": template or {},
+        "scale": scale or {"backend": "local"},
     }
     write_json_atomic(paths.critical_report, report)
     write_text_atomic(paths.critical_card, dataset_card(report, configs))

@@ -1,6 +1,7 @@
 """Read an SFT pool from disk or the hub and map each row to an ``Example``.
 
-Formats: ``.jsonl`` (optionally ``.gz``), ``.json`` (an array of objects), ``.parquet``, a folder
+Formats: ``.jsonl`` (optionally ``.gz``), ``.json`` (an array of objects), ``.parquet``, FLAN's CoT
+``.tsv`` (question, answer, rationale), a folder
 written by ``datasets.save_to_disk``, or a ``datasets`` hub id (``datasets.load_dataset``).
 Reading is streamed row by row (only ``.json`` arrays are parsed whole), so memory does not grow
 with the pool.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import re
 import logging
 import zlib
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasonsift.data.marked_answer import marked_answer
 from reasonsift.data.records import BadRow, DataError, Example
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,8 @@ REASONING_KEYS = ("reasoning", "thinking", "thinking_trajectories", "reasoning_c
 FINAL_KEYS = ("distilled_answer_string", "attempt", "answer", "solution", "final_answer")
 RESPONSE_KEYS = ("response", "completion", "output", "solution", "answer", "distilled_answer_string", "attempt")
 GOLD_COLUMNS = ("answer", "final_answer", "gold")  # a gold final answer beside a response column
-ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "idx")
+# The one list of id columns (benchmarks use it too, so a row has the same id in every stage).
+ID_KEYS = ("id", "unique_id", "uid", "example_id", "question_id", "problem_id", "idx")
 CHAT_KEYS = ("messages", "conversations")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "system": "system", "model": "assistant", "bot": "assistant"}
@@ -76,15 +80,19 @@ def canonical_json(row: dict[str, Any]) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
+    """Rows of a JSON-lines file. A truncated or corrupt .gz fails mid-stream: the rows read before
+    stay good, and the rest of the file becomes one last bad row saying where reading stopped (an
+    error, or under ``--skip-bad-rows`` a quarantined row, so the readable rows are kept)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    last = "its start"
+    last, index = "its start", 0
     try:
         for raw in _jsonl_rows(path, opener):
-            last = raw.where
+            last, index = raw.where, raw.index + 1
             yield raw
     except (EOFError, OSError, zlib.error) as e:
-        # A truncated or corrupt .gz fails mid-stream; say where instead of a bare EOFError.
-        raise DataError(f"{path}: unreadable after {last} ({type(e).__name__}: {_first_line(e)})") from None
+        error = f"file truncated or corrupt, unreadable after {last} ({type(e).__name__}: {_first_line(e)})"
+        logger.warning("%s: %s; the rows before it are read", path, error)
+        yield RawRow(index, f"{path.name} (after {last})", "", None, error)
 
 
 def _jsonl_rows(path: Path, opener: Any) -> Iterator[RawRow]:
@@ -148,6 +156,26 @@ def _iter_parquet(path: Path) -> Iterator[RawRow]:
             index += 1
 
 
+def _iter_flan_tsv(path: Path) -> Iterator[RawRow]:
+    """FLAN's CoT ``.tsv``: ``question\\tanswer\\trationale``, no header, newlines as a literal ``\\n``."""
+    with open(path, encoding="utf-8") as f:
+        index = 0
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            where = f"{path.name}:{line_no}"
+            if len(fields) != 3:
+                yield RawRow(index, where, line, None, "expected 3 tab-separated columns (question, answer, "
+                                                      f"rationale), got {len(fields)}")
+            else:
+                question, answer, rationale = (field.replace("\\n", "\n") for field in fields)
+                row = {"question": question, "answer": answer, "rationale": rationale}
+                yield RawRow(index, where, canonical_json(row), row)
+            index += 1
+
+
 def _first_line(e: Exception) -> str:
     """An exception as one line (library messages often span several)."""
     text = str(e).strip()
@@ -182,7 +210,10 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
             return _iter_json(path)
         if name.endswith(".parquet"):
             return _iter_parquet(path)
-        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a save_to_disk folder)")
+        if name.endswith(".tsv"):
+            return _iter_flan_tsv(path)
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet, FLAN .tsv or a save_to_disk "
+                        "folder)")
     if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(source)) and not str(source).endswith((".jsonl", ".json", ".parquet")):
         import datasets
 
@@ -194,6 +225,31 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[RawRow]:
                             f"({_first_line(e)})") from None
         return _iter_hf(ds, str(source))
     raise DataError(f"{source}: no such file or folder")
+
+
+def check_source(source: str | Path, split: str = "train") -> None:
+    """Raise DataError when the input cannot be opened (no such file, unsupported type, unreadable first
+    row's container), before a stage creates anything: it reads at most the first row."""
+    next(iter(iter_rows(source, split)), None)
+
+
+def rows_at(source: str | Path, indices: set[int], split: str = "train") -> dict[int, RawRow]:
+    """The raw rows at ``indices`` (one more pass over the input), for stages that find a row bad
+    only after tokenizing it and must still write it verbatim to ``rejected.jsonl``."""
+    found: dict[int, RawRow] = {}
+    if not indices:
+        return found
+    for raw in iter_rows(source, split):
+        if raw.index in indices:
+            found[raw.index] = raw
+            if len(found) == len(indices):
+                break
+    return found
+
+
+def rejected_entry(raw: RawRow, reason: str) -> dict[str, Any]:
+    """One line of ``rejected.jsonl``: where the row was, why it was rejected, and the row verbatim."""
+    return {"where": raw.where, "row_index": raw.index, "reason": reason, "raw": raw.raw}
 
 
 def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -209,21 +265,57 @@ def parse_field_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-def _text(value: Any, key: str) -> str:
-    """A field as text: strings as they are, lists of strings joined by newlines."""
+def _text(value: Any, key: str, numbers: bool = False) -> str:
+    """A field as text: strings as they are, lists of strings joined by newlines (both documented
+    formats); a number only where ``numbers`` allows it (a final answer such as GSM8K's 42). A number
+    or a bool as a prompt or response is a wrong column, not text: a bad row."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "\n".join(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise BadRow(f"field '{key}' is {type(value).__name__}, expected text")
 
 
-def _required(row: dict[str, Any], key: str) -> str:
+def coercions(row: dict[str, Any], schema: dict[str, str]) -> list[str]:
+    """The fields of a row that were converted to become text (lists of strings joined by newlines,
+    numbers as the final answer), named by column; stages count and report them."""
+    out = []
+    for role, column in schema.items():
+        value = row.get(column)
+        if role in ("prompt", "response", "reasoning", "answer") and isinstance(value, list):
+            out.append(f"{column}: list of strings joined by newlines")
+        elif role == "answer" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(f"{column}: number written as text")
+        elif role == "messages" and isinstance(value, list) and any(
+                isinstance(t, dict) and isinstance(t.get("content", t.get("value")), list) for t in value):
+            out.append(f"{column}: turn content list joined by newlines")
+    return out
+
+
+def count_coercions(coerced: dict[str, Any], raw: RawRow, fields: list[str]) -> None:
+    """Add one row's ``coercions`` to a stage's tally: ``{"rows", "fields": {what: rows}, "example"}``."""
+    if not fields:
+        return
+    coerced["rows"] = coerced.get("rows", 0) + 1
+    for what in fields:
+        coerced.setdefault("fields", {})[what] = coerced.get("fields", {}).get(what, 0) + 1
+    coerced.setdefault("example", raw.where)
+
+
+def warn_coercions(coerced: dict[str, Any], data: str | Path) -> None:
+    """One console line when rows had fields converted to text (the same figures go to report.json)."""
+    if coerced.get("rows"):
+        what = "; ".join(f"{k} ({v} rows)" for k, v in coerced["fields"].items())
+        logger.warning("%s: %d rows had fields converted to text: %s; e.g. %s", data, coerced["rows"], what,
+                       coerced["example"])
+
+
+def _required(row: dict[str, Any], key: str, numbers: bool = False) -> str:
     if key not in row or row[key] is None:
         raise BadRow(f"missing field '{key}'")
-    text = _text(row[key], key)
+    text = _text(row[key], key, numbers)
     if not text.strip():
         raise BadRow(f"empty field '{key}'")
     return text
@@ -255,26 +347,6 @@ def _from_chat(turns: Any, key: str) -> tuple[str, str, str | None]:
     if not response.strip():
         raise BadRow(f"field '{key}' has an empty assistant turn")
     return prompt, response, system
-
-
-def _boxed(text: str) -> str:
-    """Content of the last ``\\boxed{...}`` (balanced braces), or ""."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return ""
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j]
-    return ""
-
-
-def _final_answer(response: str) -> str:
-    """A final answer found inside a response (GSM8K ``####``, MATH ``\\boxed{}``), else ""."""
-    if "####" in response:
-        return response.rsplit("####", 1)[1].strip()
-    return _boxed(response)
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -392,16 +464,16 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
             prompt = f"{prompt}\n\n{row['input']}"  # Alpaca: the input belongs to the prompt
         if "reasoning" in schema:
             reasoning = _required(row, schema["reasoning"])
-            answer = _required(row, schema["answer"]) if "answer" in schema else ""
+            answer = _required(row, schema["answer"], numbers=True) if "answer" in schema else ""
             response = f"{reasoning}\n\n{answer}" if answer else reasoning
         else:
             response = _required(row, schema["response"])
     if "answer" in schema and not answer:
-        answer = _required(row, schema["answer"])
+        answer = _required(row, schema["answer"], numbers=True)
     gold = row.get(schema["gold"]) if "gold" in schema else None
     if not answer and gold is not None and not isinstance(gold, (list, dict)):
         answer = str(gold).strip()
-    answer = answer or _final_answer(response)
+    answer = answer or marked_answer(response)
     if "id" in schema:
         if row.get(schema["id"]) is None:
             raise BadRow(f"missing field '{schema['id']}'")
@@ -417,13 +489,35 @@ def to_example(raw: RawRow, fields: dict[str, str] | None = None) -> Example:
                    domain=group["domain"], answer=str(answer), system=system, row_index=raw.index)
 
 
+def _other_schema(raw: RawRow, schema: dict[str, str] | None, fields: dict[str, str] | None) -> str | None:
+    """When a row is bad only because it has another schema than the first good row (mixed inputs), say
+    so, naming both; None when the row fits no schema either (its own reason is then the clearest)."""
+    if schema is None or raw.row is None:
+        return None
+    try:
+        own = detect_schema(raw.row, fields)
+        to_example(raw, own)
+    except BadRow:
+        return None
+    if own == schema:
+        return None
+
+    def describe(s: dict[str, str]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("id", "gold"))
+
+    return (f"this row has another schema ({describe(own)}) than the first good row ({describe(schema)}); "
+            "one input must use one schema (split the file, or map columns with --field)")
+
+
 def iter_examples(source: str | Path, fields: dict[str, str] | None = None, split: str = "train",
                   skip_bad_rows: bool = False, limit: int | None = None,
+                  coerced: dict[str, Any] | None = None,
                   ) -> Iterator[tuple[RawRow, Example | None, str | None]]:
     """Stream ``(raw_row, example, reason)``; ``example`` is None for a bad row.
 
     Without ``skip_bad_rows`` the first bad row raises ``DataError`` naming file, line and problem.
-    Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples).
+    Duplicate ids get a ``#2``, ``#3`` suffix (identical rows stay distinct examples). Rows whose
+    fields were converted to text are tallied in ``coerced`` when given (``count_coercions``).
     """
     seen: dict[str, int] = {}
     schema: dict[str, str] | None = None
@@ -435,7 +529,11 @@ def iter_examples(source: str | Path, fields: dict[str, str] | None = None, spli
             if schema is None:  # the first good row fixes the schema for the rest of the input
                 schema = detect_schema(raw.row, fields)  # type: ignore[arg-type]
                 _say_choice(source, raw.row, schema, fields)  # type: ignore[arg-type]
+            if coerced is not None:
+                count_coercions(coerced, raw, coercions(raw.row, detect_schema(raw.row, schema)))  # type: ignore[arg-type]
         except BadRow as e:
+            other = _other_schema(raw, schema, fields)
+            e = BadRow(f"{e}: {other}" if other else str(e))
             if not skip_bad_rows:
                 raise DataError(f"{raw.where}: {e} (use --skip-bad-rows to quarantine bad rows)") from None
             yield raw, None, str(e)

@@ -55,6 +55,20 @@ class Tokenized:
         return replace(self, response_ids=self.response_ids[:n])
 
 
+def template_notice(tokenizer: Any, model: str) -> dict[str, Any]:
+    """What the stages record in report.json about the prompt template, warning once per command when
+    the tokenizer has no chat template (prompts then use ``PLAIN_TEMPLATE``, which a chat model was
+    not trained on)."""
+    import logging
+
+    if getattr(tokenizer, "chat_template", None):
+        return {"chat_template": True}
+    note = (f"{model}: the tokenizer has no chat template; prompts use the plain template "
+            f"{PLAIN_TEMPLATE!r} (fine for a base model, wrong for a chat model)")
+    logging.getLogger(__name__).warning(note)
+    return {"chat_template": False, "note": note}
+
+
 def prompt_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     """The prompt exactly as the model sees it before the response, generation prompt included."""
     if getattr(tokenizer, "chat_template", None):
@@ -88,6 +102,17 @@ def tokenize_example(tokenizer: Any, example: Example, system_prompt: str | None
     if max_response_tokens is not None:
         response_ids = response_ids[:max_response_tokens]
     return Tokenized(list(prompt_ids), list(response_ids), n_response, boundary_ok)
+
+
+def context_overflow(n_prompt: int, n_window: int, max_positions: int | None) -> str | None:
+    """Why a row cannot be read by the model, or None: its prompt plus the ``n_window`` response tokens
+    a stage reads (score: the scored window; train: at least one token; critical: the response) must
+    fit the model's positions. Every stage rejects such a row with this reason: past its positions a
+    model's losses are meaningless (a 30k-token prompt would look like the pool's hardest example)."""
+    if max_positions is None or n_prompt + n_window <= max_positions:
+        return None
+    return (f"prompt ({n_prompt:,} tokens) + {n_window:,} response tokens exceed the model's "
+            f"{max_positions:,} positions")
 
 
 def build_labels(input_ids: torch.Tensor, num_prompt_tokens: int,

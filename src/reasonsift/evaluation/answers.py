@@ -13,13 +13,13 @@ import threading
 from fractions import Fraction
 
 from reasonsift.config import ANSWER_KINDS as KINDS
+from reasonsift.data.marked_answer import after_hashes, last_boxed
 
 GOLD_KEYS = ("answer", "gold", "final_answer", "target", "label")
 QUESTION_KEYS = ("question", "problem", "prompt", "instruction", "input")
 MAX_VERIFY_CHARS = 1000  # longer strings skip math-verify: sympy can take minutes on them
 VERIFY_TIMEOUT_S = 5  # per parse / per comparison (math-verify's default); 2 s timed out on a loaded 2-core CI box
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 # "answer is X", "Answer: X", "final answer is: X"; X may sit on the next line ("Final Answer:\n42").
 _PHRASE_RE = re.compile(r"answer\s*(?:is\b\s*:?|:)\s*([^\n]*)", re.IGNORECASE)
@@ -30,7 +30,6 @@ _ANY_CASE_LETTER_RE = re.compile(r"^\(?([A-Ja-j])\)?(?:[.:)\s]|$)")
 _PAREN_LETTER_RE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)")  # "(B)" or "B)" anywhere
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # an English word, not a LaTeX command
 _MATH_WORDS = {"sqrt", "frac", "dfrac", "infty", "cdot", "times", "div", "circ", "log", "sin", "cos", "tan"}
-_BRACE_DEPTH = {"{": 1, "}": -1}
 # Words before "answer" that make it a verb: "let me answer:", "to answer:", "I will answer:".
 _VERB_CONTEXT = {"to", "me", "i", "we", "us", "will", "can", "could", "would", "should", "must", "i'll",
                  "we'll", "let's", "lets"}
@@ -51,29 +50,6 @@ _BASE_RE = re.compile(r"([0-9A-Za-z]+)_\{?(\d+)\}?")
 # An ordinal suffix on a number: 12^{\text{th}}, 12^{th}, 12th, 1st.
 _ORDINAL_RE = re.compile(r"(\d)\s*(?:\^\s*\{?\s*(?:\\text\{\s*)?(?:st|nd|rd|th)\s*\}?\s*\}?|(?:st|nd|rd|th)\b)")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``)."""
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        i = match.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                depth += _BRACE_DEPTH.get(text[j], 0)
-                if depth == 0:
-                    content = text[i + 1 : j].strip()
-                    if content:
-                        return content
-                    break
-            # unbalanced (a truncated generation) or empty: try the box before it
-        elif i > match.end():  # "\boxed 5": the token after the space
-            token = re.match(r"[^\s$]+", text[i:])
-            if token:
-                return token.group(0)
-    return None
 
 
 def _clean_span(span: str) -> str:
@@ -214,7 +190,7 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
     if not text or not text.strip():
         return None
     text = text.replace("\u2212", "-")  # a Unicode minus would hide the sign of a negative number
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     hashed = [m for m in _HASH_RE.findall(text) if _clean_span(m)]
     candidates = [boxed and _plain_number(boxed), _clean_span(hashed[-1]) if hashed else None]
     candidates.append(_phrase_answer(text, kind))
@@ -244,8 +220,8 @@ def gold_answer(row: dict) -> str:
     answer. Raises ValueError naming the keys tried, or when a GSM8K answer has nothing after ``####``.
     """
     answer = row.get("answer")
-    if isinstance(answer, str) and "####" in answer:
-        gold = answer.rsplit("####", 1)[1].strip()
+    gold = after_hashes(answer) if isinstance(answer, str) else None
+    if gold is not None:
         if not gold:
             # Falling through would make the literal "####" the gold answer.
             raise ValueError("GSM8K-style answer has '####' with no final answer after it")
@@ -256,12 +232,12 @@ def gold_answer(row: dict) -> str:
             continue
         value = str(value).strip()
         if "\\boxed" in value or "\\fbox" in value:
-            value = _last_boxed(value) or ""
+            value = last_boxed(value) or ""
         if value:
             return value
     solution = row.get("solution")
     if isinstance(solution, str):
-        boxed = _last_boxed(solution)
+        boxed = last_boxed(solution)
         if boxed:
             return boxed
     tried = ", ".join(["answer (after ####)", *GOLD_KEYS, "solution (last \\boxed{})"])

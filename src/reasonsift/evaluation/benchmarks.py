@@ -1,94 +1,26 @@
 """Benchmark files -> evaluation items ``{"id", "question", "gold", "kind", "row"}``.
 
 Reads ``.jsonl``, ``.jsonl.gz``, ``.json`` (an array of objects), ``.parquet`` and FLAN's CoT ``.tsv``
-(question, answer, rationale; no header; newlines written as a literal ``\\n``). The answer kind is
+through the one input reader (``data.load.iter_rows``); errors are ``DataError`` as in every stage. The answer kind is
 inferred per row: GSM8K/MATH and number/LaTeX golds are ``math``, a gold option letter with options
 in the question is ``choice``, anything else (yes/no, option text) is ``text``.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
+from reasonsift.data.load import ID_KEYS, iter_rows
+from reasonsift.data.records import BadRow, DataError
 from reasonsift.evaluation.answers import choice_letter, gold_answer, question_text
 
 logger = logging.getLogger(__name__)
 
-ID_KEYS = ("id", "unique_id", "idx", "question_id", "problem_id")
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".tsv")
 # Options listed in the question: "Options:", "(A) ...", "A. ..." / "A) ..." at a line start.
 _OPTIONS_RE = re.compile(r"options\s*:|\([A-J]\)|^\s*(?:-\s*)?[A-J][.)]\s", re.IGNORECASE | re.MULTILINE)
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each non-blank line of a .jsonl or .jsonl.gz file."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})") from None
-            yield line_no, row
-
-
-def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
-    """(1-based array index, row) for a .json file holding one array of objects."""
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON array of objects, got {type(rows).__name__}")
-    yield from enumerate(rows, start=1)
-
-
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
-    """(1-based row number, row) for a .parquet file, one record batch at a time."""
-    import pyarrow.parquet as pq
-
-    row_no = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            row_no += 1
-            yield row_no, row
-
-
-def _read_flan_tsv(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for FLAN CoT TSV: ``question\\tanswer\\trationale``, literal ``\\n`` newlines."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise ValueError(
-                    f"{path}:{line_no}: expected 3 tab-separated columns (question, answer, rationale), "
-                    f"got {len(fields)}"
-                )
-            question, answer, rationale = (field.replace("\\n", "\n") for field in fields)
-            yield line_no, {"question": question, "answer": answer, "rationale": rationale}
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """Dispatch on the file suffix; raise for formats we do not read."""
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        return _read_jsonl(path)
-    if name.endswith(".json"):
-        return _read_json(path)
-    if name.endswith(".parquet"):
-        return _read_parquet(path)
-    if name.endswith(".tsv"):
-        return _read_flan_tsv(path)
-    raise ValueError(f"{path}: unsupported benchmark format (expected .jsonl, .jsonl.gz, .json, .parquet, .tsv)")
 
 
 def infer_kind(row: dict, question: str, gold: str) -> str:
@@ -118,39 +50,41 @@ def _item(row: dict, index: int) -> dict:
 def load_benchmark(path: str | Path, limit: int | None = None, skip_bad_rows: bool = False) -> list[dict]:
     """Read a benchmark file into items ``{"id", "question", "gold", "kind", "row"}``.
 
-    ``id`` is the row's ``id``/``unique_id``/``idx``/... or its 0-based position. A malformed line, a
-    non-object row, a missing question or gold raises a one-line ValueError naming file and line,
-    unless ``skip_bad_rows`` (then such rows are logged and left out; MATH train has two empty
-    ``\\boxed{}``). Duplicate ids and a file with no items raise: results are keyed by id.
+    ``id`` is the row's first id column (``data.load.ID_KEYS``) or its 0-based position. A malformed
+    line, a non-object row, a missing question or gold raises a one-line ``DataError`` naming file
+    and line, unless ``skip_bad_rows`` (then such rows are logged and left out; MATH train has two
+    empty ``\\boxed{}``). Duplicate ids and a file with no items raise: results are keyed by id.
     """
     path = Path(path)
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be None or >= 1, got {limit}")
+        raise DataError(f"limit must be None or >= 1, got {limit}")
     if not path.exists():
         raise FileNotFoundError(f"benchmark file not found: {path}")
+    if not path.name.lower().endswith(SUFFIXES):
+        raise DataError(f"{path}: unsupported benchmark format (expected {', '.join(SUFFIXES)})")
     items: list[dict] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     num_skipped = 0
-    for line_no, row in _read_rows(path):
+    for raw in iter_rows(path):
         if limit is not None and len(items) >= limit:
             break
         try:
-            if not isinstance(row, dict):
-                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            item = _item(row, index=len(items) + num_skipped)
-        except ValueError as e:
+            if raw.row is None:
+                raise BadRow(raw.error or "unreadable row")
+            item = _item(raw.row, index=len(items) + num_skipped)
+        except ValueError as e:  # BadRow, and answers' missing question / gold
             if not skip_bad_rows:
-                raise ValueError(f"{path}:{line_no}: {e}") from None
+                raise DataError(f"{raw.where}: {e}") from None
             if num_skipped < 5:  # the first few say why; the count comes at the end
-                logger.warning("skipping %s:%d: %s", path, line_no, e)
+                logger.warning("skipping %s: %s", raw.where, e)
             num_skipped += 1
             continue
         if item["id"] in seen:
-            raise ValueError(f"{path}:{line_no}: duplicate id {item['id']!r} (first at line {seen[item['id']]})")
-        seen[item["id"]] = line_no
+            raise DataError(f"{raw.where}: duplicate id {item['id']!r} (first at {seen[item['id']]})")
+        seen[item["id"]] = raw.where
         items.append(item)
     if num_skipped:
         logger.warning("%s: skipped %d bad rows, kept %d", path, num_skipped, len(items))
     if not items:
-        raise ValueError(f"{path}: no benchmark items (empty file, or every row lacked a question or gold)")
+        raise DataError(f"{path}: no benchmark items (empty file, or every row lacked a question or gold)")
     return items

@@ -7,12 +7,16 @@ critical stage verified would read differently from the one evaluation scores.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 import torch
 
 from reasonsift.config import EvalConfig
 from reasonsift.data.render import PLAIN_TEMPLATE
+from reasonsift.models import config_positions
+
+logger = logging.getLogger(__name__)
 
 # The plain fallback template's next user turn ("\nUser:"): a base model without a chat template
 # keeps writing the dialogue after its answer, and nothing else would stop it before max_new_tokens.
@@ -69,15 +73,30 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig,
     sampling = cfg.temperature > 0
     eos = stop_token_ids(model, tokenizer)
     stops = stop_strings(tokenizer) if stops is None else stops
+    # Never past the model's positions (left padding: the longest prompt of the batch sets the width).
+    limit = config_positions(getattr(model, "config", None))
+    max_new = cfg.max_new_tokens if not limit else min(cfg.max_new_tokens, limit - enc["input_ids"].shape[1])
+    if max_new < 1:  # a prompt that fills the model's context leaves no room for an answer
+        return [[Generation("", truncated=True)] * cfg.samples for _ in prompts]
     out = model.generate(
-        **enc, max_new_tokens=cfg.max_new_tokens, do_sample=sampling,
+        **enc, max_new_tokens=max_new, do_sample=sampling,
         temperature=cfg.temperature if sampling else None, top_p=cfg.top_p if sampling else None,
         top_k=None, num_return_sequences=cfg.samples, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos or None, **({"stop_strings": stops, "tokenizer": tokenizer} if stops else {}),
     )  # (len(prompts) * samples, prompt_len + new)
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    gens = [finish(ids, text, set(eos), stops, cfg.max_new_tokens) for ids, text in zip(new.tolist(), texts)]
+    gens = [finish(ids, text, set(eos), stops, max_new) for ids, text in zip(new.tolist(), texts)]
     return [gens[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(prompts))]
 
 
+def warn_position_cap(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, name: str) -> None:
+    """Say once when prompt + ``max_new_tokens`` can pass the model's positions (``generate`` cuts there)."""
+    limit = config_positions(getattr(model, "config", None))
+    if not limit or not prompts:
+        return
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    if longest + max_new_tokens > limit:
+        logger.warning("evaluate.max_new_tokens=%d plus prompts of up to %d tokens exceed the %d positions of %s: "
+                       "generation stops at the model's limit (prompt + new tokens <= %d)", max_new_tokens, longest,
+                       limit, name, limit)

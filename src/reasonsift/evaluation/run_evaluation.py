@@ -32,10 +32,12 @@ from reasonsift.config import ConfigError, config_to_dict
 from reasonsift.data.render import prompt_text
 from reasonsift.evaluation.answers import extract_answer, is_equivalent
 from reasonsift.evaluation.benchmarks import load_benchmark
-from reasonsift.evaluation.generate import generate
+from reasonsift.evaluation.generate import generate, warn_position_cap
 from reasonsift.evaluation.metrics import summarize
-from reasonsift.models import load_model_and_tokenizer, model_fingerprint, resolve_device, resolve_dtype
-from reasonsift.runfolder import check_resume, file_sha256, flat_settings, save_config, write_json_atomic
+from reasonsift.models import (check_model_files, is_adapter_folder, load_model_and_tokenizer, model_fingerprint,
+                               resolve_device, resolve_dtype)
+from reasonsift.runfolder import (check_resume, file_sha256, flat_settings, lock_key, run_lock, save_config,
+                                  write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +119,23 @@ def pass_at_k_values(samples: int) -> list[int]:
 
 def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out: str | Path | None = None,
                    command: str = "", progress: bool = True) -> dict[str, Any]:
-    """Evaluate a model folder on a benchmark file; returns the metrics (also written to disk)."""
+    """Evaluate a model folder on a benchmark file; returns the metrics (also written to disk).
+
+    The benchmark and model folder are checked before OUT is created, and OUT is owned
+    (``run_lock``) from before its results are read until the metrics are written.
+    """
+    load_benchmark(benchmark, configs["evaluate"].limit)
+    if not is_adapter_folder(model_path):
+        check_model_files(model_path, configs["model"])
+    out = Path(out) if out else default_out_dir(model_path, benchmark)
+    key = lock_key("evaluate", eval_manifest(model_path, benchmark, configs))
+    with run_lock(out, key, "evaluate", command):
+        return _run_evaluation(model_path, benchmark, configs, out, command, progress)
+
+
+def _run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out: str | Path | None = None,
+                    command: str = "", progress: bool = True) -> dict[str, Any]:
+    """``run_evaluation`` once OUT is owned."""
     cfg, mc = configs["evaluate"], configs["model"]
     if cfg.samples < 1:
         raise ValueError("evaluate.samples must be ≥ 1")
@@ -131,11 +149,16 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     if done:
         check_manifest(out, manifest)  # before loading: a refused resume should fail fast
     model, tokenizer = load_model_and_tokenizer(model_path, mc)
+    from reasonsift.data.render import template_notice
+
+    template = template_notice(tokenizer, model_path)
     # Only now, with the model loaded, does OUT come into being: a failed load leaves nothing behind.
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.yaml", config_to_dict(configs), command)
     write_json_atomic(out / MANIFEST, manifest)
     todo = [it for it in items if it["id"] not in done]
+    warn_position_cap(model, tokenizer, [prompt_text(tokenizer, it["question"], cfg.system_prompt) for it in todo],
+                       cfg.max_new_tokens, model_path)
     torch.manual_seed(cfg.seed)
     from tqdm.auto import tqdm
 
@@ -162,7 +185,7 @@ def run_evaluation(model_path: str, benchmark: str, configs: dict[str, Any], out
     metrics["truncated_generations"] = sum(1 for r in per_item for t in r["truncated"] if t)
     metrics["no_answer_extracted"] = sum(1 for r in per_item for p in r["predictions"] if p is None)
     metrics.update({"model": str(model_path), "benchmark": str(benchmark), "samples": cfg.samples,
-                    "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens})
+                    "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "template": template})
     if metrics["empty_generations"]:
         logger.warning("%d generations were empty (counted as wrong)", metrics["empty_generations"])
     if metrics["truncated_generations"]:

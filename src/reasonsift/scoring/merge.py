@@ -68,8 +68,8 @@ def _theta_rnd(paths: RunPaths, sc: Any, n_shards: int, n_iso: int) -> dict[str,
     theta_rnd = choose_theta_rnd(ratios, sc.target_ratio_low, sc.target_ratio_high)
     if not theta_rnd["in_range"]:
         logger.warning("no Gaussian checkpoint has a mean-loss ratio to θ₀ in [%g, %g] (ratios %s); using "
-                       "checkpoint %d (ratio %.3g). Adjust score.isotropic_std_start/end for this model.",
-                       sc.target_ratio_low, sc.target_ratio_high, ", ".join(f"{r:.3g}" for r in ratios),
+                       "checkpoint %d (ratio %.4g). Adjust score.isotropic_std_start/end for this model.",
+                       sc.target_ratio_low, sc.target_ratio_high, ", ".join(f"{r:.4g}" for r in ratios),
                        theta_rnd["checkpoint"], theta_rnd["ratio"])
     return theta_rnd
 

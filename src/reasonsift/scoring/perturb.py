@@ -60,6 +60,29 @@ def directional_lambdas(min_radius: float, final_radius: float, n: int) -> list[
     return lambdas
 
 
+def _names(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_same_parameters(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """θ_f must have exactly θ₀'s parameter names and shapes (not a superset: a model with an extra
+    layer is another architecture, not a fine-tune); the error names what differs."""
+    problems = []
+    missing = sorted(set(base) - set(target))
+    extra = sorted(set(target) - set(base))
+    if missing:
+        problems.append(f"lacks {len(missing)} of θ₀'s parameters ({_names(missing)})")
+    if extra:
+        problems.append(f"has {len(extra)} parameters θ₀ lacks ({_names(extra)})")
+    shapes = [f"{n} {tuple(target[n].shape)} vs θ₀ {tuple(base[n].shape)}" for n in sorted(set(base) & set(target))
+              if tuple(target[n].shape) != tuple(base[n].shape)]
+    if shapes:
+        problems.append(f"has {len(shapes)} tensors of another shape ({_names(shapes)})")
+    if problems:
+        raise ValueError(f"direction model (θ_f) {'; '.join(problems)}: it must be a fine-tune of θ₀ with the "
+                         "same architecture")
+
+
 @dataclass
 class Perturber:
     """Holds θ₀ (and θ_f) and writes any checkpoint's weights into ``model`` from them."""
@@ -80,10 +103,7 @@ class Perturber:
 
     def set_target(self, target_state: dict[str, torch.Tensor]) -> None:
         """Keep θ_f and compute ‖θ_f − θ₀‖ over all parameters at once, in float64."""
-        missing = sorted(set(self.base) - set(target_state))
-        if missing:
-            raise ValueError(f"direction model lacks parameters of θ₀ (e.g. {missing[0]}); "
-                             "it must be a fine-tune of the same architecture")
+        check_same_parameters(self.base, target_state)
         total = 0.0
         self.target = {}
         for name, b in self.base.items():

@@ -163,7 +163,7 @@ def score_items(model: torch.nn.Module, items: list[Tokenized], batch_tokens: in
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(lengths), unit="tok", desc="scoring", leave=False)
+        bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, desc="tokens in this unit", leave=False)
     while pending:
         group = pending.pop(0)
         try:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from reasonsift.data.render import Tokenized
 from reasonsift.models import load_model, resolve_device
-from reasonsift.runfolder import RunPaths, is_done, mark_done, rank_world, wait_for, write_atomic, write_json_atomic
+from reasonsift.runfolder import (RunPaths, is_done, mark_done, rank_world, read_json, wait_for, write_atomic,
+                                  write_json_atomic)
 from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
 from reasonsift.scoring.plan import checkpoint_plan, resolve_direction
 from reasonsift.scoring.scorer import score_items, self_check
@@ -98,18 +99,56 @@ def load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, pa
             "lr": sc.finetune_lr, "norm": perturber.direction_norm}
 
 
-class ScoreWorker:
-    """Loads θ₀ (and θ_f), checks the packed fast path, then scores units on request.
+def noise_schedule(sc: Any, perturber: Perturber, paths: RunPaths, shard_files: list[Path], n_examples: list[int],
+                    progress: bool) -> dict[str, Any]:
+    """Set the Gaussian step stds on the perturber: the fixed schedule, or one calibrated to the model.
 
-    ``check_shard``: a token shard with examples, whose first rows the fast path is checked on.
+    The calibration runs once, on rank 0, before any Gaussian checkpoint is scored, and is kept in
+    ``score/calibration.json`` (done-marked): a rerun reuses it instead of searching again, so resumed
+    units and new ones share one schedule. Its inputs (seed, sample size, band, schedule shape) are in the
+    config hash of the manifest.
+    """
+    from reasonsift.scoring.calibrate import calibrate_noise, calibration_sample, fixed_schedule
+
+    if sc.noise == "fixed" or sc.num_isotropic == 0:
+        record = fixed_schedule(sc)
+    else:
+        saved = paths.calibration
+        if rank_world()[0] != 0:
+            wait_for([saved], "the noise calibration on rank 0")
+        if not is_done(saved):
+            offsets = np.cumsum([0] + n_examples)  # global example index where each shard starts
+            chosen = np.array(calibration_sample(int(offsets[-1]), sc.calibration_examples, sc.seed), dtype=np.int64)
+            items = []
+            for s in range(len(shard_files)):
+                local = chosen[(chosen >= offsets[s]) & (chosen < offsets[s + 1])] - offsets[s]
+                if len(local):
+                    t = pq.read_table(shard_files[s], columns=["prompt_ids", "response_ids"]).take(local)
+                    items += [Tokenized(p, r).window(sc.short_tokens)
+                              for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
+            logger.info("calibrating the Gaussian noise on %d examples (score.noise=calibrate)", len(items))
+            write_json_atomic(saved, calibrate_noise(perturber, items, sc, progress))
+            mark_done(saved)
+        record = read_json(saved)
+    perturber.iso_steps = list(record["steps"])
+    return record
+
+
+class ScoreWorker:
+    """Loads θ₀ (and θ_f), checks the packed fast path, sets the noise schedule, then scores units on request.
+
+    ``n_examples``: examples per token shard (the first non-empty one is where the fast path is
+    checked; the noise calibration samples across all of them).
     """
 
-    def __init__(self, configs: dict[str, Any], run: str | Path, n_shards: int, check_shard: int) -> None:
+    def __init__(self, configs: dict[str, Any], run: str | Path, n_examples: list[int], progress: bool = False) -> None:
         sc, mc = configs["score"], configs["model"]
-        self.sc, self.paths = sc, RunPaths(Path(run))
+        self.sc, self.paths, self.progress = sc, RunPaths(Path(run)), progress
         self.windows = {(stage, k): window for stage, k, window in checkpoint_plan(sc)}
         self.model = load_model(mc.model, mc, resolve_device(mc.device))
-        first = pq.read_table(self.paths.token_shard(check_shard), columns=["prompt_ids", "response_ids"])
+        shard_files = [self.paths.token_shard(s) for s in range(len(n_examples))]
+        first = pq.read_table(shard_files[next(i for i, n in enumerate(n_examples) if n)],
+                              columns=["prompt_ids", "response_ids"])
         items = [Tokenized(p, r).window(sc.long_tokens) for p, r in
                  zip(first.column(0).to_pylist()[:4], first.column(1).to_pylist()[:4])]
         self.check_err = self_check(self.model, items)
@@ -117,13 +156,14 @@ class ScoreWorker:
                                    isotropic_steps(sc.isotropic_std_start, sc.isotropic_std_end, sc.num_isotropic),
                                    directional_lambdas(sc.min_radius, sc.final_radius, sc.num_directional),
                                    sc.directional_embeddings)
-        self.direction = load_direction(configs, self.perturber, self.model, self.paths, n_shards)
+        self.direction = load_direction(configs, self.perturber, self.model, self.paths, len(n_examples))
+        self.noise = noise_schedule(sc, self.perturber, self.paths, shard_files, n_examples, progress)
         self.applied: tuple[str, int] | None = None  # the checkpoint now in the model's weights
 
     def info(self) -> dict[str, Any]:
         """Device, dtype, direction and fast-path check: what the stage report records."""
         p = next(self.model.parameters())
-        return {"device": str(p.device), "dtype": str(p.dtype), "direction": self.direction,
+        return {"device": str(p.device), "dtype": str(p.dtype), "direction": self.direction, "noise": self.noise,
                 "self_check_max_abs_err": self.check_err}
 
     def run(self, unit: Unit) -> None:
@@ -134,7 +174,8 @@ class ScoreWorker:
             stats = self.perturber.apply(stage, k)  # from the kept θ₀, never from the last checkpoint
             write_json_atomic(self.paths.perturbation(stage, k), stats)
             self.applied = (stage, k)
-        table = score_unit(self.model, pq.read_table(self.paths.token_shard(shard)), self.windows[(stage, k)], self.sc)
+        table = score_unit(self.model, pq.read_table(self.paths.token_shard(shard)), self.windows[(stage, k)], self.sc,
+                           self.progress)
         path = self.paths.unit(stage, k, shard)
         write_atomic(path, lambda p: pq.write_table(table, p))
         mark_done(path)

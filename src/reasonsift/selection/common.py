@@ -19,6 +19,7 @@ that have a ``full_loss``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import zlib
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from reasonsift.config import SelectConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -213,6 +216,7 @@ def finish(scores: pd.DataFrame, cfg: SelectConfig, budget: Budget, selected: np
         notes.append(f"the budget ({budget.amount} {budget.kind}) is not smaller than the eligible set "
                      f"({len(fill_order)} examples, {eligible_total} {budget.kind}"
                      f"{'; ' + eligible_why if eligible_why else ''}): all of it was taken")
+        logger.warning("%s: nothing was selected out, the subset is the whole eligible pool", notes[-1])
     report = build_report(scores, cfg, selected, cluster, per_source or {}, notes, cluster_scope)
     over = {s: v["overrun"] for s, v in report["per_source"].items() if v.get("overrun")}
     if over:

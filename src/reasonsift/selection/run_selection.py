@@ -5,7 +5,9 @@ Reads ``RUN/scores.parquet``, chooses a subset with the configured method, and w
   byte for byte; other formats are written as canonical JSON of the unchanged row), in input order;
 - ``RUN/scores.parquet`` with ``cluster`` and ``selected`` columns added;
 - ``RUN/report.json`` with a ``selection`` section added to the scoring report; ``RUN/report.html`` for people;
-- ``RUN/README.md``, a dataset card naming the source data, scorer, config, budget and seed.
+- ``RUN/README.md``, a dataset card naming the source data, scorer, config, budget and seed;
+- the same files (and ``selection.parquet``: id, cluster, selected) in ``RUN/select/<method>-<budget>-seed<seed>/``,
+  so a second ``select`` (another method or budget) keeps the first; the top-level files are the latest.
 
 The input is read again (for the rows, and for the embedding baseline's tokens) from the path the
 scoring report recorded; it must still match the fingerprint in ``RUN/score/manifest.json``, or
@@ -17,6 +19,7 @@ disk, so a failure part-way never leaves a report or flags for rows that were no
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.runfolder import (RunPaths, input_fingerprint, read_json, save_config, write_atomic,
                                   write_json_atomic, write_text_atomic)
+from reasonsift.scoring.signals import compute_signals
 from reasonsift.selection.select import select
 from reasonsift.selection.report import write_report_html
 
@@ -129,6 +133,8 @@ def write_selected(data: str, split: str, row_indices: set[int], out: Path) -> i
 
 def dataset_card(scoring: dict[str, Any], report: dict[str, Any], configs: dict[str, Any]) -> str:
     """A short dataset card for the curated subset (provenance a user can publish with it)."""
+    from reasonsift.scoring.cost import token_cost_lines
+
     sel = configs["select"]
     sources = "\n".join(f"| {s} | {v.get('pool', '')} | {v.get('selected', '')} |"
                         for s, v in sorted(report.get("per_source", {}).items()))
@@ -141,7 +147,7 @@ tags: [reasonsift, data-selection, reasoning]
 - **Scorer model (θ₀)**: `{scoring.get('model')}`; direction: {scoring.get('direction', {}).get('source')}
 - **Budget**: {sel.budget if sel.budget is not None else f"{sel.budget_tokens} response tokens"}; selected {report['n_selected']} examples, {report['selected_tokens']:,} response tokens
 - **Seed**: {sel.seed}
-- **Tokens scored**: {scoring['tokens']['scored']:,} (full-trace scoring at the same checkpoints: {scoring['tokens']['full_trace_all_checkpoints']:,})
+- **Tokens scored**: {scoring['tokens']['scored']:,} ({'; '.join(token_cost_lines(scoring['tokens']))})
 - **Command**: `{report.get('command', '')}`
 
 | source | pool | selected |
@@ -153,12 +159,30 @@ selection flag per example are in `scores.parquet`; the full config is in `confi
 """
 
 
+def selection_name(sel: SelectConfig) -> str:
+    """The folder name a selection is kept under: ``temp-100-seed42``, ``random-50000tok-seed42``."""
+    budget = f"{sel.budget}" if sel.budget is not None else f"{sel.budget_tokens}tok"
+    return f"{sel.method}-{budget}-seed{sel.seed}"
+
+
 def run_selection(run: str | Path, configs: dict[str, Any], command: str = "", progress: bool = True,
                   data: str | None = None) -> dict[str, Any]:
     """Select from a scored run folder; returns the selection report.
 
     data: the input as ``curate`` was given it; by default the scoring report's ``input``.
+    Each selection is kept in ``RUN/select/<method>-<budget>-seed<seed>/`` (a second ``select`` with
+    another method or budget adds a folder, it does not overwrite the first); the latest one is also
+    written to ``RUN/selected.jsonl``, ``RUN/report.html`` etc., where the other stages read it. Every
+    warning logged on the way is in the selection report's notes.
     """
+    from reasonsift.run_notes import collect_warnings
+
+    with collect_warnings() as warnings:
+        return _select(run, configs, command, progress, data, warnings)
+
+
+def _select(run: str | Path, configs: dict[str, Any], command: str, progress: bool, data: str | None,
+            warnings: list[str]) -> dict[str, Any]:
     paths = RunPaths(Path(run))
     if not paths.scores.exists() or not paths.report.exists():
         raise ConfigError(f"{paths.root}: no scores.parquet/report.json; run `reasonsift score` first")
@@ -174,19 +198,32 @@ def run_selection(run: str | Path, configs: dict[str, Any], command: str = "", p
     if sel.method == "embedding":
         embeddings = _embeddings(data, scoring, saved, sel, scores["row_index"].astype(int).tolist(), progress)
     selection = select(scores, sel, embeddings)
-    report = {**selection.report, "command": command}
+    name = selection_name(sel)
+    kept = paths.selection(name)
+    report = {**selection.report, "command": command, "kept_in": str(Path("select") / name)}
+    # warnings logged while selecting (the input check, the embedding model ...) are notes too
+    report["notes"] = list(report.get("notes", [])) + [w for w in warnings if w not in report.get("notes", [])]
     row_indices = set(scores.loc[selection.selected, "row_index"].astype(int))
     # selected.jsonl first: the files written after it only describe a selection already on disk
-    write_selected(data, saved.get("data", {}).get("split", "train"), row_indices, paths.selected)
-    out = pa.Table.from_pandas(scores, preserve_index=False) \
-        .append_column("cluster", pa.array(selection.cluster, pa.int32())) \
-        .append_column("selected", pa.array(selection.selected, pa.bool_()))
-    write_atomic(paths.scores, lambda p: pq.write_table(out, p))
-    save_config(paths.config, {**{k: v for k, v in saved.items() if k != "select"},
-                               **config_to_dict({"select": sel})}, command)
-    write_json_atomic(paths.report, {**scoring, "selection": report})
-    write_report_html(scores, selection, {**report, "tokens": scoring.get("tokens", {}),
-                                          "theta_rnd": scoring.get("theta_rnd")}, paths.report_html)
-    write_text_atomic(paths.dataset_card, dataset_card(scoring, report, configs))
-    logger.info("selected %d examples with %s", report["n_selected"], report["method"])
+    write_selected(data, saved.get("data", {}).get("split", "train"), row_indices, kept / "selected.jsonl")
+    flags = pa.table({"id": scores["id"].astype(str).tolist(),
+                      "cluster": pa.array(selection.cluster, pa.int32()),
+                      "selected": pa.array(selection.selected, pa.bool_())})
+    write_atomic(kept / "selection.parquet", lambda p: pq.write_table(flags, p))
+    signals = compute_signals(scores, scoring.get("theta_rnd"), selection.cluster, sel.min_response_tokens, sel.seed)
+    full_report = {**scoring, "selection": report, "signals": signals}
+    card = dataset_card(scoring, report, configs)
+    for folder in (kept, paths.root):  # the kept copy, then the latest at the top of RUN
+        if folder == paths.root:
+            write_atomic(paths.selected, lambda p: shutil.copyfile(kept / "selected.jsonl", p))
+            out = pa.Table.from_pandas(scores, preserve_index=False) \
+                .append_column("cluster", pa.array(selection.cluster, pa.int32())) \
+                .append_column("selected", pa.array(selection.selected, pa.bool_()))
+            write_atomic(paths.scores, lambda p: pq.write_table(out, p))
+            save_config(paths.config, {**{k: v for k, v in saved.items() if k != "select"},
+                                       **config_to_dict({"select": sel})}, command)
+        write_json_atomic(folder / "report.json", full_report)
+        write_report_html(scores, selection, full_report, folder / "report.html")
+        write_text_atomic(folder / "README.md", card)
+    logger.info("selected %d examples with %s (kept in %s)", report["n_selected"], report["method"], kept)
     return report

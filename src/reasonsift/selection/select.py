@@ -8,6 +8,8 @@ random draws).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -37,6 +39,8 @@ def select(scores: pd.DataFrame, cfg: SelectConfig, embeddings: np.ndarray | Non
     """
     if cfg.method not in METHODS:
         raise ValueError(f"unknown select.method {cfg.method!r}; known: {', '.join(METHODS)}")
+    if cfg.min_response_tokens > 0:
+        return _without_short(scores, cfg, embeddings)
     if cfg.method == "embedding":
         if embeddings is None:
             raise ValueError("select.method=embedding needs an embeddings array (n, d), one row per example")
@@ -46,3 +50,29 @@ def select(scores: pd.DataFrame, cfg: SelectConfig, embeddings: np.ndarray | Non
     if cfg.method in ("temp", "s2l", "embedding"):
         selection.report["kmeans_backend"] = backend()  # faiss and sklearn give different clusters
     return selection
+
+
+def _without_short(scores: pd.DataFrame, cfg: SelectConfig, embeddings: np.ndarray | None) -> Selection:
+    """``select.min_response_tokens``: run the method on the rows with enough response tokens only.
+
+    The short rows are never selected nor clustered (cluster -1); the report counts them and keeps the
+    method's own numbers for the rows it saw, with ``n_pool`` and ``pool_tokens`` back on the whole pool.
+    """
+    keep = scores["n_response_tokens"].to_numpy() >= cfg.min_response_tokens  # (n,)
+    if not keep.any():
+        raise ValueError(f"select.min_response_tokens={cfg.min_response_tokens} leaves no example "
+                         f"(the longest response has {int(scores['n_response_tokens'].max())} tokens)")
+    inner = select(scores[keep].reset_index(drop=True), dataclasses.replace(cfg, min_response_tokens=0),
+                   None if embeddings is None else embeddings[keep])
+    selected = np.zeros(len(scores), dtype=bool)
+    selected[keep] = inner.selected
+    cluster = np.full(len(scores), -1, dtype=np.int64)
+    cluster[keep] = inner.cluster
+    n_short = int((~keep).sum())
+    report = {**inner.report, "n_pool": int(len(scores)),
+              "pool_tokens": int(scores["n_response_tokens"].sum()),
+              "min_response_tokens": {"value": cfg.min_response_tokens, "excluded": n_short}}
+    report["notes"] = [*inner.report.get("notes", []),
+                       f"select.min_response_tokens={cfg.min_response_tokens}: {n_short} examples with shorter "
+                       "responses were left out before selection"]
+    return Selection(inner.ids, cluster, selected, report)

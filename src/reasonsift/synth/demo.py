@@ -97,7 +97,8 @@ def _curate(pool: Path, base: Path, theta_f: Path, run: Path, size: DemoSize, me
 
     score = ScoreConfig(seed=seed, short_tokens=size.short_tokens, long_tokens=size.long_tokens,
                         num_isotropic=size.num_checkpoints, num_directional=size.num_checkpoints,
-                        isotropic_std_start=0.015, isotropic_std_end=0.12, direction_model=str(theta_f),
+                        # a schedule tuned by hand for this θ₀, kept fixed so the recorded demo figures hold
+                        noise="fixed", isotropic_std_start=0.015, isotropic_std_end=0.12, direction_model=str(theta_f),
                         min_radius=1.0, final_radius=10.0, full_loss=True, max_full_tokens=size.long_tokens,
                         shard_size=512)
     configs = {"data": DataConfig(), "model": ModelConfig(model=str(base)), "score": score,

@@ -15,22 +15,52 @@ import numpy as np
 import pandas as pd
 
 from reasonsift.runfolder import write_text_atomic
-from reasonsift.selection.report import CSS, PALETTE, share_bar, pca_2d, svg_scatter
+from reasonsift.selection.report import CSS, PALETTE, legend_html, nice_ticks, pca_2d, svg_scatter
+
+
+def svg_accuracy_bars(labels: list[str], values: list[float], colors: list[str], width: int = 640) -> str:
+    """Horizontal bars, one per method, on a labelled 0..max accuracy axis (values printed at the bar ends).
+
+    The axis ends at the next tenth above the best value (at least 0.1), so differences between low
+    accuracies are visible rather than a few pixels wide on a 0..1 axis.
+    """
+    left, right, row, top = 120, 50, 28, 8
+    hi = max(0.1, float(np.ceil(max(values + [0.0]) * 10) / 10))
+    pw = width - left - right
+    height = top + row * len(labels) + 34
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
+    for t in nice_ticks(0.0, hi, 6):
+        x = left + t / hi * pw
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + row * len(labels)}" stroke="#eee"/>'
+                     f'<text x="{x:.1f}" y="{top + row * len(labels) + 14}" text-anchor="middle">{t:g}</text>')
+    for i, (label, v, color) in enumerate(zip(labels, values, colors)):
+        y = top + i * row
+        w = max(0.0, v) / hi * pw
+        parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
+                     f'<rect x="{left}" y="{y + 4}" width="{w:.1f}" height="{row - 8}" fill="{color}"/>'
+                     f'<text x="{left + w + 5:.1f}" y="{y + 15}">{v:.3f}</text>')
+    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + row * len(labels)}" stroke="#888"/>'
+                 f'<text x="{left + pw / 2:.0f}" y="{height - 4}" text-anchor="middle">accuracy on held-out '
+                 "problems</text></svg>")
+    return "".join(parts)
 
 
 def _accuracy_table(results: dict[str, Any]) -> str:
     steps = sorted({s for r in results["methods"].values() for s in r["by_difficulty"]}, key=int)
     head = "".join(f"<th>{s} steps</th>" for s in steps)
-    rows = [f"<table><tr><th>method</th><th>subset</th><th>accuracy</th><th></th>{head}"
+    rows = [f"<table><tr><th>method</th><th>subset</th><th>accuracy</th>{head}"
             "<th>low-quality share</th><th>mean true steps</th></tr>"]
-    for i, (m, r) in enumerate(results["methods"].items()):
+    for m, r in results["methods"].items():
         cells = "".join(f"<td>{r['by_difficulty'].get(s, float('nan')):.2f}</td>" for s in steps)
-        rows.append(f"<tr><td>{html.escape(m)}</td><td>{r['n']}</td><td>{r['accuracy']:.3f}</td>"
-                    f"<td>{share_bar(r['accuracy'], PALETTE[i % len(PALETTE)])}</td>{cells}"
+        rows.append(f"<tr><td>{html.escape(m)}</td><td>{r['n']}</td><td>{r['accuracy']:.3f}</td>{cells}"
                     f"<td>{r['low_quality_share']:.2f}</td><td>{r['mean_true_difficulty']:.2f}</td></tr>")
-    rows.append(f"<tr><td>θ₀ (no SFT)</td><td></td><td>{results['base_accuracy']:.3f}</td>"
-                f"<td>{share_bar(results['base_accuracy'], '#8c8c8c')}</td></tr></table>")
-    return "".join(rows)
+    rows.append(f"<tr><td>θ₀ (no SFT)</td><td></td><td>{results['base_accuracy']:.3f}</td></tr></table>")
+    labels = [*results["methods"], "θ₀ (no SFT)"]
+    values = [float(r["accuracy"]) for r in results["methods"].values()] + [float(results["base_accuracy"])]
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(results["methods"]))] + ["#8c8c8c"]
+    empty = ('<p class="muted">No model solved a held-out problem, so every bar is empty (the --quick size trains '
+             "too little for that; the full demo does).</p>" if max(values) == 0 else "")
+    return svg_accuracy_bars(labels, values, colors) + empty + "".join(rows)
 
 
 def _difficulty_by_steps(scores: pd.DataFrame, truth: dict[str, dict[str, Any]]) -> str:
@@ -52,7 +82,7 @@ def _clusters_vs_families(scores: pd.DataFrame, truth: dict[str, dict[str, Any]]
     fam = np.array([families.index(truth[i]["source"]) for i in scores["id"]])
     xy = pca_2d(np.stack(scores["loss_1000"].to_numpy()))
     chosen = scores["selected"].to_numpy() if "selected" in scores else np.zeros(len(scores), bool)
-    return svg_scatter(xy, fam, chosen, families)
+    return legend_html(families, PALETTE, what="family") + svg_scatter(xy, fam, chosen)
 
 
 def write_demo_report(results: dict[str, Any], scores: pd.DataFrame, pool_rows: list[dict[str, Any]],
@@ -76,6 +106,6 @@ against it. Wall time {results['wall_time_s']:.0f} s.</p>
 <h2>Do loss vectors cluster by task family?</h2>
 <p>NMI between k-means clusters of the loss vectors (k = number of families) and the families:
 <b>{v['nmi_loss_vector_clusters_vs_families']:.3f}</b>. PCA of the loss vectors, coloured by true family;
-large dots are TEMP's selection.</p>{_clusters_vs_families(scores, truth)}
+large outlined dots are TEMP's selection.</p>{_clusters_vs_families(scores, truth)}
 </body></html>"""
     write_text_atomic(path, body)

@@ -21,7 +21,6 @@ Arrow table, so memory stays ~9 bytes per token rather than a Python object per 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import replace
@@ -32,11 +31,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from reasonsift.config import DataConfig
-from reasonsift.data.load import iter_examples, parse_field_overrides
+from reasonsift.config import DataConfig, TrainConfig
+from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides, rejected_entry, rows_at, warn_coercions
 from reasonsift.data.records import DataError, Example
-from reasonsift.data.render import IGNORE_INDEX, build_labels, tokenize_example
-from reasonsift.config import TrainConfig
+from reasonsift.data.render import IGNORE_INDEX, build_labels, context_overflow, tokenize_example
 
 logger = logging.getLogger(__name__)
 
@@ -57,48 +55,37 @@ def load_mask_file(path: str | Path, mask_column: str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: mask file not found")
-    if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        names = pq.ParquetFile(path).schema_arrow.names
-        missing = [c for c in ("id", mask_column) if c not in names]
-        if missing:
-            raise DataError(f"{path}: no column(s) {', '.join(missing)} (columns: {', '.join(names)})")
-        table = pq.read_table(path, columns=["id", mask_column])
-        rows = zip(table.column("id").to_pylist(), table.column(mask_column).to_pylist())
-        items = [(str(i), m, f"{path.name} row {n}") for n, (i, m) in enumerate(rows)]
-    elif path.name.endswith((".jsonl", ".ndjson")):
-        items = []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path.name}:{line_no}: malformed JSON ({e.msg})") from None
-                if not isinstance(row, dict) or "id" not in row or mask_column not in row:
-                    raise DataError(f"{path.name}:{line_no}: expected an object with 'id' and '{mask_column}'")
-                items.append((str(row["id"]), row[mask_column], f"{path.name}:{line_no}"))
-    else:
+    if not path.name.endswith((".jsonl", ".ndjson", ".parquet")):
         raise DataError(f"{path}: mask file must be .jsonl or .parquet")
     masks: dict[str, np.ndarray] = {}
-    for example_id, value, where in items:
+    for raw in iter_rows(path):
+        if raw.row is None:
+            raise DataError(f"{raw.where}: {raw.error}")
+        if "id" not in raw.row or mask_column not in raw.row:
+            raise DataError(f"{raw.where}: expected an object with 'id' and '{mask_column}' (columns: "
+                            f"{', '.join(raw.row)})")
+        example_id = str(raw.row["id"])
         if example_id in masks:
-            raise DataError(f"{where}: duplicate id {example_id!r} in the mask file")
-        masks[example_id] = _as_mask(value, example_id, f"'{mask_column}' in {path.name}")
+            raise DataError(f"{raw.where}: duplicate id {example_id!r} in the mask file")
+        masks[example_id] = _as_mask(raw.row[mask_column], example_id, f"'{mask_column}' in {path.name}")
     return masks
 
 
 def collect_examples(data: str, data_cfg: DataConfig, cfg: TrainConfig,
+                     rejected_rows: list[dict[str, Any]] | None = None,
+                     coerced: dict[str, Any] | None = None,
                      ) -> tuple[list[tuple[Example, np.ndarray | None]], int]:
-    """Read DATA: ``([(example, cft mask or None)], rejected row count)``."""
+    """Read DATA: ``([(example, cft mask or None)], rejected row count)``; the rejected rows
+    themselves (``rejected_entry``) are appended to ``rejected_rows`` and rows with fields converted
+    to text tallied in ``coerced``, when given."""
     file_masks = load_mask_file(cfg.mask_file, cfg.mask_column) if cfg.objective == "cft" and cfg.mask_file else None
     out, rejected, missing = [], 0, []
-    for raw, ex, _reason in iter_examples(data, parse_field_overrides(data_cfg.fields), data_cfg.split,
-                                          data_cfg.skip_bad_rows, data_cfg.limit):
+    for raw, ex, reason in iter_examples(data, parse_field_overrides(data_cfg.fields), data_cfg.split,
+                                         data_cfg.skip_bad_rows, data_cfg.limit, coerced):
         if ex is None:
             rejected += 1
+            if rejected_rows is not None:
+                rejected_rows.append(rejected_entry(raw, reason or "bad row"))
             continue
         mask = None
         if cfg.objective == "cft":
@@ -165,21 +152,36 @@ def _ragged(arrays: list[np.ndarray], dtype: type) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
-def build_train_dataset(data: str, tokenizer: Any, data_cfg: DataConfig, cfg: TrainConfig) -> tuple[Any, dict]:
-    """The tokenized ``datasets.Dataset`` for ``cfg.objective`` and its token/example accounting."""
+def build_train_dataset(data: str, tokenizer: Any, data_cfg: DataConfig, cfg: TrainConfig,
+                        model_positions: int | None = None,
+                        rejected_rows: list[dict[str, Any]] | None = None) -> tuple[Any, dict]:
+    """The tokenized ``datasets.Dataset`` for ``cfg.objective`` and its token/example accounting.
+
+    A row whose prompt leaves no response token within ``model_positions`` is a bad row
+    (``context_overflow``, as in every stage): an error naming it, or under ``--skip-bad-rows`` one
+    more rejected row. Rejected rows are appended to ``rejected_rows`` when given.
+    """
     import datasets
 
     if cfg.objective == "prefix" and tokenizer.eos_token_id is None:
         raise DataError("objective prefix needs a tokenizer with an eos token (UPFT ends each prefix with EOS)")
-    examples, rejected = collect_examples(data, data_cfg, cfg)
+    rejected_rows = [] if rejected_rows is None else rejected_rows
+    coerced: dict[str, Any] = {"rows": 0, "fields": {}}
+    examples, rejected = collect_examples(data, data_cfg, cfg, rejected_rows, coerced)
+    warn_coercions(coerced, data)
+    overflow: dict[int, str] = {}  # row index -> reason
     prefix_idx = choose_prefix_examples(len(examples), cfg.prefix_fraction, cfg.seed) \
         if cfg.objective == "prefix" else set()
     ids_col, labels_col = [], []
     stats = {"examples_read": len(examples), "rejected_rows": rejected, "dropped_prompt_too_long": 0,
-             "dropped_no_loss_tokens": 0, "truncated": 0, "prefix_examples": 0}
+             "dropped_no_loss_tokens": 0, "truncated": 0, "prefix_examples": 0, "coerced": coerced}
     full_response = in_response = loss_tokens = 0
     for i, (ex, mask) in enumerate(examples):
         enc = encode_example(tokenizer, ex, mask, cfg, data_cfg.system_prompt, i in prefix_idx)
+        reason = context_overflow(enc["n_prompt"], 1, model_positions)
+        if reason:
+            overflow[ex.row_index] = reason
+            continue
         if enc["input_ids"] is None:
             stats["dropped_prompt_too_long"] += 1
             continue
@@ -194,6 +196,15 @@ def build_train_dataset(data: str, tokenizer: Any, data_cfg: DataConfig, cfg: Tr
         loss_tokens += n_loss
         ids_col.append(enc["input_ids"])
         labels_col.append(enc["labels"])
+    if overflow:
+        raws = rows_at(data, set(overflow), data_cfg.split)
+        if not data_cfg.skip_bad_rows:
+            first = min(overflow)
+            where = raws[first].where if first in raws else f"row {first}"
+            raise DataError(f"{where}: {overflow[first]} (use --skip-bad-rows to quarantine bad rows)")
+        rejected_rows += [rejected_entry(raws[i], overflow[i]) for i in sorted(overflow) if i in raws]
+        rejected_rows.sort(key=lambda r: r["row_index"])
+        stats["rejected_rows"] += len(overflow)
     if not ids_col:
         raise DataError(f"{data}: no example left to train on ({stats})")
     input_tokens = int(sum(len(a) for a in ids_col))

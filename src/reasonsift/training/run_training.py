@@ -15,6 +15,7 @@ Output folder OUT::
     OUT/train_manifest.json                                data path + config; a resume must match it
     OUT/README.md                                          model card
     OUT/train_report.json                                  steps, loss curve, token accounting
+    OUT/rejected.jsonl                                     rows skipped under --skip-bad-rows, with reasons
 
 Multi-GPU: ``accelerate launch -m reasonsift.cli train ...`` works unchanged; the Trainer places the
 model (loaded on CPU here), shards the data and syncs gradients, and ``num_items_in_batch`` counts
@@ -34,9 +35,10 @@ from typing import Any
 import torch
 
 from reasonsift.config import ConfigError, TrainConfig, config_to_dict
-from reasonsift.data.load import input_schema, parse_field_overrides
-from reasonsift.models import load_model, load_tokenizer
-from reasonsift.runfolder import check_resume, flat_settings, read_json, save_config, write_json_atomic, write_text_atomic
+from reasonsift.data.load import check_source, input_schema, parse_field_overrides
+from reasonsift.models import check_model_files, load_model, load_tokenizer, max_positions
+from reasonsift.runfolder import (check_resume, flat_settings, lock_key, read_json, run_lock, save_config,
+                                  write_json_atomic, write_rejected_rows, write_text_atomic)
 from reasonsift.training.dataset import build_train_dataset
 
 logger = logging.getLogger(__name__)
@@ -132,9 +134,8 @@ def sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
         dataset_kwargs={"skip_prepare_dataset": True},  # our input_ids/labels are used as they are
         packing=False, padding_free=False, dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # without it a CPU-only torchrun/accelerate launch does not use DDP
-        # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults it to True: set it explicitly).
-        **{"activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
-           else "gradient_checkpointing": cfg.gradient_checkpointing},
+        # TRL defaults it to True: set it explicitly (transformers >= 5.23 calls it activation_checkpointing).
+        activation_checkpointing=cfg.gradient_checkpointing,
     )
 
 
@@ -201,7 +202,7 @@ base_model: {report['base_model']}
 {_subset_note(report['data'])}- **Objective**: `{cfg.objective}`; {_loss_share(ds)}
 - **Adaptation**: {adaptation}
 - **Steps**: {report['steps']} optimizer steps, {report['epochs']:.2f} epochs
-- **Final train loss** (last logged): {'n/a' if final is None else f'{final:.4f}'}
+- **Final train loss** (mean of the last {report.get('final_loss_steps', 1)} steps): {'n/a' if final is None else f'{final:.4f}'}
 - **Command**: `{report.get('command', '')}`
 
 | hyperparameter | value |
@@ -214,18 +215,32 @@ The loss is the mean per-token loss over loss tokens of each accumulated batch (
 """
 
 
+def _log_every_step(trainer: Any, every: int) -> None:
+    """Log every step's loss (``losslog``); the console still prints once per ``every`` steps."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    from reasonsift.training.losslog import EveryStepLog, print_windows
+
+    trainer.add_callback(EveryStepLog())
+    for cls in (ProgressCallback, PrinterCallback):
+        if any(type(cb) is cls for cb in trainer.callback_handler.callbacks):
+            trainer.remove_callback(cls)
+            trainer.add_callback(print_windows(cls, every))
+
+
 def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resumed: Path | None,
             command: str, wall: float) -> dict[str, Any]:
-    """train_report.json: steps, loss curve, dataset accounting; tokens_trained = per-epoch counts x epochs."""
+    """train_report.json: steps, loss figures from every step's loss (``losslog``: a resumed run reports
+    what an uninterrupted one does), dataset accounting; tokens_trained = per-epoch counts x epochs."""
+    from reasonsift.training.losslog import loss_summary
+
     state = trainer.state
-    curve = [{k: e[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in e}
-             for e in state.log_history if "loss" in e]
     epochs = float(state.epoch or 0.0)
     return {
         "base_model": configs["model"].model, "data": data, "out": str(out), "objective": configs["train"].objective,
         "fields": input_schema(data, parse_field_overrides(configs["data"].fields), configs["data"].split),
         "lora": configs["train"].lora, "steps": state.global_step, "epochs": epochs,
-        "final_loss": curve[-1]["loss"] if curve else None, "loss_curve": curve,
+        **loss_summary(state.log_history, configs["train"].logging_steps),
         "dataset": stats, "tokens_trained": {k: int(v * epochs) for k, v in stats["tokens"].items()},
         "resumed_from": str(resumed) if resumed else None, "wall_time_s": round(wall, 2), "command": command,
     }
@@ -233,7 +248,25 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
 
 def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT)."""
+    """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT).
+
+    The config, data and model folder are checked before OUT is created, and OUT is owned
+    (``run_lock``) for the whole run; the processes of one ``accelerate``/``torchrun`` launch share it.
+    """
+    cfg: TrainConfig = configs["train"]
+    if not configs["model"].model:
+        raise ConfigError("no model to train: pass --model (model.model)")
+    _check_config(cfg)
+    check_source(data, configs["data"].split)
+    check_model_files(configs["model"].model, configs["model"])
+    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    with run_lock(Path(out), lock_key("train", data_id, config_to_dict(configs)), "train", command):
+        return _run_training(data, configs, out, command, progress)
+
+
+def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
+                  progress: bool = True) -> dict[str, Any]:
+    """``run_training`` once OUT is owned."""
     from reasonsift.training.trainer import ObjectiveTrainer  # imports trl: only when training
 
     cfg: TrainConfig = configs["train"]
@@ -248,7 +281,18 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     start = time.time()
     bf16 = _use_bf16(cfg)
     tokenizer = load_tokenizer(model_cfg.model, model_cfg.trust_remote_code)
-    dataset, stats = build_train_dataset(data, tokenizer, configs["data"], cfg)  # data errors before the model
+    from reasonsift.data.render import template_notice
+
+    template = template_notice(tokenizer, model_cfg.model)
+    positions = max_positions(model_cfg.model, model_cfg.trust_remote_code)
+    if positions and cfg.max_length > positions:
+        logger.warning("train.max_length=%d is more than the %d positions %s supports: sequences are cut at %d",
+                       cfg.max_length, positions, model_cfg.model, positions)
+        cfg = replace(cfg, max_length=positions)
+    rejected_rows: list[dict[str, Any]] = []
+    dataset, stats = build_train_dataset(data, tokenizer, configs["data"], cfg, positions,
+                                         rejected_rows)  # data errors before the model
+    stats["max_length"] = cfg.max_length
     logger.info("training %s on %d examples (%d loss tokens, %.1f%% of response tokens) with %s",
                 model_cfg.model, stats["examples"], stats["tokens"]["loss"], 100 * stats["loss_token_fraction"],
                 cfg.objective)
@@ -256,9 +300,11 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     trainer = ObjectiveTrainer(model=model, args=sft_config(cfg, out, bf16, progress), train_dataset=dataset,
                                processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
     trainer.objective = cfg.objective
+    _log_every_step(trainer, cfg.logging_steps)
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
         save_config(out / "config.yaml", config_to_dict(configs), command)
         write_json_atomic(out / MANIFEST, manifest)
+        write_rejected_rows(out / "rejected.jsonl", rejected_rows)
     if not progress:
         from transformers import PrinterCallback
 
@@ -268,6 +314,7 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     _save_model(trainer, tokenizer, out, cfg.lora)
     report = _report(trainer, stats, str(data), out, configs, resumed, command, time.time() - start)
+    report["template"] = template
     if trainer.is_world_process_zero():
         write_json_atomic(out / "train_report.json", report)
         write_text_atomic(out / "README.md", model_card(report, configs))
