@@ -155,7 +155,7 @@ class ScaleConfig:
     units). ``ray``: a pool of Ray actors, each holding the model once, fed units by this process.
     """
 
-    backend: Backend = "local"
+    backend: Backend = "local"  # local: this process or its torchrun peers; ray: a pool of Ray actors
     ray_address: str | None = None  # None: RAY_ADDRESS or a new local Ray; "auto": the running cluster; HOST:PORT
     workers: int = 0  # Ray actors; 0 = one per GPU of the cluster (per CPU on a CPU-only one)
 

@@ -264,6 +264,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
 
     rank, world = (0, 1) if on_ray else rank_world()
     shards: list[Path] = []
+    rows_seen = [0]  # read by the generator below, however far the work has got
     bar = tqdm(desc="critical", unit="row", disable=not progress)
     coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row
 
@@ -271,6 +272,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
         """This rank's unfinished shards, the input read only as far as the work has got."""
         for shard, rows in _examples_by_shard(data, configs, coerced):
             shards.append(paths.critical_shard(shard))
+            rows_seen[0] += len(rows)
             bar.update(len(rows))
             if shard % world == rank and not is_done(shards[-1]):
                 yield shard, rows
@@ -286,7 +288,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
             worker = worker or CriticalWorker(configs, paths.root, progress)  # not loaded when all is done
             worker.run(unit)
     bar.close()
-    if not bar.n:
+    if not rows_seen[0]:
         raise DataError(f"{data}: no rows")
     warn_coercions(coerced, data)
     # Whatever the workers said, a shard counts only with its done-marker (a Ray pool can lose one).
