@@ -162,16 +162,27 @@ def test_critical_masks_are_the_same_from_torchrun_and_ray(critical_job, ray_clu
         json.loads((single / "critical" / "report.json").read_text())["counts"]
 
 
-def _ray_workers_running_a_unit() -> list[int]:
-    """Pids of Ray actor processes inside ``UnitHost.run`` (Ray titles a busy actor ``ray::UnitHost.run``)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
+def _ray_workers_running_a_unit(known: set[int]) -> list[int]:
+    """Pids of Ray actor processes inside ``UnitHost.run`` (Ray titles a busy actor ``ray::UnitHost.run``).
+
+    ``known``: the actor pids seen so far; the whole of /proc is scanned only until both are found
+    (a scan is slow on a loaded machine, and the kill must land inside a unit, not after the last one).
+    """
+    if len(known) < 2:
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::UnitHost"):
+                    known.add(int(proc.name))
+            except OSError:
+                continue
+    busy = []
+    for pid in known:
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::UnitHost.run"):
-                pids.append(int(proc.name))
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::UnitHost.run"):
+                busy.append(pid)
         except OSError:
             continue
-    return pids
+    return busy
 
 
 def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp_path):
@@ -179,9 +190,9 @@ def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp
     killed: list[int] = []
 
     def kill_one_busy_worker() -> None:
-        deadline = time.time() + 240
+        deadline, known = time.time() + 240, set()
         while time.time() < deadline and not killed:
-            for pid in _ray_workers_running_a_unit():
+            for pid in _ray_workers_running_a_unit(known):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
