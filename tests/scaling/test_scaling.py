@@ -214,9 +214,11 @@ def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp
 def test_a_unit_that_keeps_failing_is_named_and_a_rerun_finishes_it(job, ray_cluster, tmp_path, capsys):
     args, single = job
     run = tmp_path / "run"
-    # the tokenized pool of the single-process run, with shard 1 corrupted (its done-marker kept)
+    # the tokenized pool (and noise calibration) of the single-process run, with shard 1 corrupted
+    # (its done-marker kept): every unit of shard 1 fails; the workers themselves start
     shutil.copytree(single / "score" / "tokens", run / "score" / "tokens")
-    shutil.copy(single / "score" / "manifest.json", run / "score" / "manifest.json")
+    for name in ("manifest.json", "calibration.json", "calibration.json.done"):  # the noise schedule is kept too
+        shutil.copy(single / "score" / name, run / "score" / name)
     good = (run / "score" / "tokens" / "shard00001.parquet").read_bytes()
     (run / "score" / "tokens" / "shard00001.parquet").write_bytes(b"PAR1 not a parquet file")
     assert main(args(run, "--backend", "ray", "--workers", "2")) == 1
