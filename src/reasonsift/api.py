@@ -55,6 +55,11 @@ def _data(fields: Iterable[str], system_prompt: str | None, skip_bad_rows: bool,
             "data.limit": limit}
 
 
+def _scale(backend: str | None, ray_address: str | None, workers: int | None) -> dict[str, Any]:
+    """The ``scale.*`` keys: where a stage's work units run (docs/scaling.md)."""
+    return {"scale.backend": backend, "scale.ray_address": ray_address, "scale.workers": workers}
+
+
 def _command(name: str, *args: Any, **kwargs: Any) -> str:
     """What the run folder records as the command of an API call."""
     shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, False, ())]
@@ -63,14 +68,18 @@ def _command(name: str, *args: Any, **kwargs: Any) -> str:
 
 def score(data: str | Path, model: str | None = None, run: str | Path = "", direction_model: str | None = None,
           seed: int | None = None, fields: Iterable[str] = (), system_prompt: str | None = None,
-          skip_bad_rows: bool = False, limit: int | None = None, config: str | Path | None = None,
+          skip_bad_rows: bool = False, limit: int | None = None, backend: str | None = None,
+          ray_address: str | None = None, workers: int | None = None, config: str | Path | None = None,
           overrides: Overrides = None, progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
-    """``reasonsift score``: write ``RUN/scores.parquet``; returns ``report.json`` (None off the merging rank)."""
+    """``reasonsift score``: write ``RUN/scores.parquet``; returns ``report.json`` (None off the merging rank).
+
+    ``backend="ray"`` runs the units on a Ray pool (``ray_address``, ``workers``; docs/scaling.md)."""
     from reasonsift.scoring.run_scoring import run_scoring
 
-    configs = resolve_configs(["data", "model", "score"], config,
+    configs = resolve_configs(["data", "model", "score", "scale"], config,
                        {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
-                        **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
+                        **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
     return run_scoring(str(data), configs, run, command or _command(
         "score", str(data), model=model, run=str(run), direction_model=direction_model, seed=seed), progress)
 
@@ -90,17 +99,19 @@ def select(run: str | Path, budget: int | None = None, budget_tokens: int | None
 def curate(data: str | Path, model: str | None = None, run: str | Path = "", direction_model: str | None = None,
            budget: int | None = None, budget_tokens: int | None = None, method: str | None = None,
            seed: int | None = None, fields: Iterable[str] = (), system_prompt: str | None = None,
-           skip_bad_rows: bool = False, limit: int | None = None, config: str | Path | None = None,
+           skip_bad_rows: bool = False, limit: int | None = None, backend: str | None = None,
+           ray_address: str | None = None, workers: int | None = None, config: str | Path | None = None,
            overrides: Overrides = None, progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
     """``reasonsift curate``: score (``seed`` is the scoring seed) then select; returns the selection report with
     the scoring report under ``"scoring"`` (None off the merging rank)."""
     from reasonsift.scoring.run_scoring import run_scoring
     from reasonsift.selection.run_selection import run_selection
 
-    configs = resolve_configs(["data", "model", "score", "select"], config,
+    configs = resolve_configs(["data", "model", "score", "select", "scale"], config,
                        {"model.model": model, "score.direction_model": direction_model, "score.seed": seed,
                         "select.budget": budget, "select.budget_tokens": budget_tokens, "select.method": method,
-                        **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
+                        **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
     command = command or _command("curate", str(data), model=model, run=str(run), direction_model=direction_model,
                                   budget=budget, budget_tokens=budget_tokens, method=method, seed=seed)
     scoring = run_scoring(str(data), configs, run, command, progress)
@@ -110,16 +121,19 @@ def curate(data: str | Path, model: str | None = None, run: str | Path = "", dir
 
 
 def critical(data: str | Path, model: str | None = None, run: str | Path = "", responses: str | None = None,
-             method: str | None = None, engine: str | None = None, fields: Iterable[str] = (), system_prompt: str | None = None, skip_bad_rows: bool = False,
-             limit: int | None = None, config: str | Path | None = None, overrides: Overrides = None,
+             method: str | None = None, engine: str | None = None, fields: Iterable[str] = (),
+             system_prompt: str | None = None, skip_bad_rows: bool = False,
+             limit: int | None = None, backend: str | None = None, ray_address: str | None = None,
+             workers: int | None = None, config: str | Path | None = None, overrides: Overrides = None,
              progress: bool = True, command: str | None = None) -> dict[str, Any] | None:
     """``reasonsift critical``: write ``RUN/critical.jsonl`` (rows + ``critical_mask``); returns its report
     (None off the merging rank)."""
     from reasonsift.critical.run_critical import run_critical
 
-    configs = resolve_configs(["data", "model", "critical"], config,
+    configs = resolve_configs(["data", "model", "critical", "scale"], config,
                        {"model.model": model, "critical.responses": responses, "critical.method": method,
-                        "critical.engine": engine, **_data(fields, system_prompt, skip_bad_rows, limit)}, overrides)
+                        "critical.engine": engine, **_data(fields, system_prompt, skip_bad_rows, limit),
+                        **_scale(backend, ray_address, workers)}, overrides)
     return run_critical(str(data), configs, run, command or _command(
         "critical", str(data), model=model, run=str(run), responses=responses, method=method, engine=engine),
         progress)

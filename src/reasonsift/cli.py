@@ -1,6 +1,7 @@
 """The ``reasonsift`` command line: one subcommand per pipeline stage.
 
     reasonsift score DATA --model M --run RUN [--direction-model F] [--seed S] [key=value ...]
+                     [--backend ray [--ray-address auto|HOST:PORT] [--workers N]]   (docs/scaling.md)
     reasonsift select RUN --budget B [--method temp] [--seed S]
     reasonsift curate DATA --model M --budget B --run RUN          (score + select)
     reasonsift critical DATA --model M --run RUN [--responses greedy|dataset] [--engine hf|vllm]   (CFT masks)
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonsift import api
-from reasonsift.config import CONFIG_SECTIONS, CRITICAL_METHODS, ENGINES, OBJECTIVES, RESPONSES, SELECT_METHODS, ConfigError
+from reasonsift.config import (BACKENDS, CONFIG_SECTIONS, CRITICAL_METHODS, ENGINES, OBJECTIVES, RESPONSES,
+                               SELECT_METHODS, ConfigError)
 
 logger = logging.getLogger("reasonsift")
 
@@ -88,7 +90,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="required: θ₀, a local model folder or HF hub id (or model.model in --config)")
-    p.add_argument("--run", required=True, help="run folder (created; a rerun resumes)")
+    # --run-dir: the same flag under a name torchrun's own parser does not take for its --run-path
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (created; a rerun resumes)")
     p.add_argument("--direction-model", help="θ_f: the fine-tuned model that defines the direction")
     p.add_argument("--seed", type=int, help="perturbation seed (score.seed)")
 
@@ -97,6 +100,14 @@ def _select_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, help="number of examples")
     p.add_argument("--budget-tokens", type=int, help="total response tokens")
     p.add_argument("--method", choices=SELECT_METHODS, help="selection method (default temp)")
+
+
+def _scale_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="where the work units run: local (this process / torchrun ranks; default) or ray")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto (the running one) or HOST:PORT "
+                   "(default: RAY_ADDRESS, else a new local Ray)")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", usage=USAGE["score"], help="early-token losses under seeded weight perturbations")
     _score_flags(p)
     _data_flags(p)
+    _scale_flags(p)
     _common(p)
     p = sub.add_parser("select", usage=USAGE["select"], help="choose a subset from RUN/scores.parquet")
     _select_flags(p)
@@ -120,13 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", usage=USAGE["curate"], help="score + select in one command")
     _score_flags(p)
     _data_flags(p)
+    _scale_flags(p)
     _select_flags(p)
     _common(p)
     p = sub.add_parser("critical", usage=USAGE["critical"],
                        help="critical tokens by counterfactual substitution (CFT masks)")
     p.add_argument("--model", help="required: the model to be fine-tuned, a local folder or HF hub id "
                                    "(or model.model in --config)")
-    p.add_argument("--run", required=True, help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (writes RUN/critical.jsonl; a rerun resumes)")
     p.add_argument("--responses", choices=RESPONSES,
                    help="greedy (default): the model's own verified-correct solutions; dataset: the rows' own")
     p.add_argument("--method", choices=CRITICAL_METHODS,
@@ -136,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, metavar="N", help="print N examples of RUN/critical.jsonl with their critical "
                    "tokens highlighted and write RUN/critical/show.html (DATA optional: without it, nothing is run)")
     _data_flags(p)
+    _scale_flags(p)
     _common(p)
     p = sub.add_parser("train", usage=USAGE["train"],
                        help="fine-tune on DATA with a token-level objective (sft, cft, dft, prefix)")
@@ -186,6 +201,11 @@ def _data(args: argparse.Namespace) -> dict[str, Any]:
             "limit": args.limit}
 
 
+def _scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the work units run (``scale.*``), as the API's keyword arguments."""
+    return {"backend": args.backend, "ray_address": args.ray_address, "workers": args.workers}
+
+
 def _common_kwargs(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     return {"config": args.config, "overrides": overrides, "progress": not args.quiet, "command": args.command_line}
 
@@ -194,7 +214,7 @@ def _common_kwargs(args: argparse.Namespace, overrides: list[str]) -> dict[str, 
 
 def cmd_score(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     report = api.score(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.seed,
-                       **_data(args), **_common_kwargs(args, overrides))
+                       **_data(args), **_scale(args), **_common_kwargs(args, overrides))
     if report:
         from reasonsift.scoring.cost import token_cost_lines
 
@@ -215,7 +235,8 @@ def cmd_select(args: argparse.Namespace, plain: list[str], overrides: list[str])
 
 def cmd_curate(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     sel = api.curate(_one(plain, "DATA path or hub id"), args.model, args.run, args.direction_model, args.budget,
-                     args.budget_tokens, args.method, args.seed, **_data(args), **_common_kwargs(args, overrides))
+                     args.budget_tokens, args.method, args.seed, **_data(args), **_scale(args),
+                     **_common_kwargs(args, overrides))
     if sel is None:
         return 0  # another rank merges and selects
     print(f"selected {sel['n_selected']} of {sel['scoring']['counts']['examples']} examples "
@@ -229,7 +250,8 @@ def cmd_critical(args: argparse.Namespace, plain: list[str], overrides: list[str
         api.show_critical(args.run, args.show, color=sys.stdout.isatty())
         return 0
     r = api.critical(_one(plain, "DATA path or hub id"), args.model, args.run, args.responses, args.method,
-                     args.engine, **_data(args), **_common_kwargs(args, overrides))
+                     args.engine, **_data(args), **_scale(args),
+                     **_common_kwargs(args, overrides))
     if r is None:
         return 0  # another rank merges
     print(f"kept {r['counts']['kept']} of {r['counts']['rows']} rows; {r['critical_tokens']:,} of "

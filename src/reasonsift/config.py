@@ -37,6 +37,8 @@ Engine = Literal["hf", "vllm"]  # what generates: transformers' generate, or vLL
 ENGINES: tuple[str, ...] = get_args(Engine)
 CriticalMethod = Literal["counterfactual", "numbers"]
 CRITICAL_METHODS: tuple[str, ...] = get_args(CriticalMethod)
+Backend = Literal["local", "ray"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,18 @@ class CriticalConfig:
     shard_size: int = 64  # examples per resumable unit
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaleConfig:
+    """Where a stage's work units run (docs/scaling.md); never changes a result, so a resume may change it.
+
+    ``local``: this process, or every rank of a ``torchrun``/Slurm job (RANK/WORLD_SIZE split the
+    units). ``ray``: a pool of Ray actors, each holding the model once, fed units by this process.
+    """
+
+    backend: Backend = "local"  # local: this process or its torchrun peers; ray: a pool of Ray actors
+    ray_address: str | None = None  # None: RAY_ADDRESS or a new local Ray; "auto": the running cluster; HOST:PORT
+    workers: int = 0  # Ray actors; 0 = one per GPU of the cluster (per CPU on a CPU-only one)
+
 
 # UPFT's planning prompt, appended to the question of prefix examples (1KE-JI/UPFT scripts/train_sft.sh).
 UPFT_INSTRUCTION = (" Please provide the initial step towards resolving the question. This step may serve "
@@ -213,6 +227,7 @@ CONFIG_SECTIONS: dict[str, type] = {
     "critical": CriticalConfig,
     "train": TrainConfig,
     "evaluate": EvalConfig,
+    "scale": ScaleConfig,
 }
 
 

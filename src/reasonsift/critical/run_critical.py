@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reasonsift.config import ConfigError, EvalConfig, config_to_dict
+from reasonsift.config import ConfigError, EvalConfig, ScaleConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, answer_end_tokens, find_critical
 from reasonsift.critical.numbers import digit_tokens, numbers_mask
 from reasonsift.data.load import (canonical_json, check_source, input_schema, iter_examples, parse_field_overrides,
@@ -46,6 +46,7 @@ from reasonsift.models import (check_model_files, load_tokenizer, max_positions,
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
                                   is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config,
                                   write_json_atomic, write_rejected_rows, write_text_atomic)
+from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], model_pa
     """
     leave_out = [f"critical.{k}" for k in PERFORMANCE_KEYS] + ["model.device"]  # the device type is recorded
     manifest = {"input": input_fingerprint(data), "model_fingerprint": model_fingerprint(model_path),
-                "device": device, "dtype": dtype, "settings": flat_settings(configs, leave_out)}
+                "device": device, "dtype": dtype, "settings": flat_settings({s: c for s, c in configs.items() if s != "scale"}, leave_out)}
     check_resume(paths.critical_manifest, manifest, any(paths.critical_dir.glob("shard*.jsonl.done")),
                  f"{paths.critical_dir} holds critical masks", "use a new --run folder or delete that folder to "
                  "start over")
@@ -231,17 +232,50 @@ def load_critical_model(configs: dict[str, Any]) -> tuple[Any, Any]:
     return load_generator(mc.model, mc, cc.engine, max_logprobs=width)
 
 
+class CriticalWorker:
+    """The model and tokenizer loaded once; ``run`` finds one shard's masks and writes its unit.
+
+    The one place a critical unit is written (atomically, then its done-marker): used by this
+    process, by each ``torchrun`` rank, and inside each Ray actor (``reasonsift.scaling.ray_pool``).
+    """
+
+    def __init__(self, configs: dict[str, Any], run: str | Path, progress: bool = False) -> None:
+        mc = configs["model"]
+        self.configs, self.paths, self.progress = configs, RunPaths(Path(run)), progress
+        self.model, self.tokenizer = load_critical_model(configs)
+        self.positions = max_positions(mc.model, mc.trust_remote_code)
+
+    def info(self) -> dict[str, Any]:
+        p = next(self.model.parameters(), None) if hasattr(self.model, "parameters") else None
+        if p is None:  # vLLM's engine or a tokenizer-only numbers run: the configured device and dtype
+            mc = self.configs["model"]
+            device = resolve_device(mc.device)
+            return {"device": str(device), "dtype": str(resolve_dtype(mc.dtype, device))}
+        return {"device": str(p.device), "dtype": str(p.dtype)}
+
+    def run(self, unit: tuple[int, list[tuple[Any, Example | None]]]) -> None:
+        shard, rows = unit
+        lines, info = process_shard(self.model, self.tokenizer, rows, self.configs, self.progress, self.positions)
+        path = self.paths.critical_shard(shard)
+        write_text_atomic(path, "".join(line + "\n" for line in lines))
+        mark_done(path, info)
+
+
 def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                  progress: bool = True) -> dict[str, Any] | None:
     """Find critical tokens for DATA into ``RUN/critical.jsonl``; returns the report.
 
     Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU; the last rank to
-    finish merges and returns the report (the others return None). The data and model folder are
-    checked before RUN is created, and RUN is owned (``run_lock``) for the whole run.
+    finish merges and returns the report (the others return None). With ``scale.backend=ray`` this
+    process reads the input and feeds the unfinished shards to a pool of Ray actors, then merges.
+    The data and model folder are checked before RUN is created, and RUN is owned (``run_lock``) for
+    the whole run.
     """
     mc = configs["model"]
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
+    if configs.get("scale", ScaleConfig()).backend == "ray":
+        require_ray()  # before any work: a missing extra is a one-line error naming the pip command
     check_source(data, configs["data"].split)
     check_model_files(mc.model, mc)
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
@@ -254,6 +288,7 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     """``run_critical`` once RUN is owned."""
     start = time.time()
     cc, mc = configs["critical"], configs["model"]
+    scale = configs.get("scale", ScaleConfig())
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     for key in ("alternatives", "max_new_tokens", "max_response_tokens", "batch_size", "shard_size"):
@@ -261,40 +296,56 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
             raise ConfigError(f"critical.{key} must be ≥ 1, got {getattr(cc, key)}")
     if cc.rollout_extra_tokens < 0:
         raise ConfigError(f"critical.rollout_extra_tokens must be ≥ 0, got {cc.rollout_extra_tokens}")
+    on_ray = scale.backend == "ray"
     paths = RunPaths(Path(run))
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, mc.model, device.type,
                    str(resolve_dtype(mc.dtype, device)).removeprefix("torch."))
     save_config(paths.critical_config, config_to_dict(configs), command)
-    model, tokenizer = load_critical_model(configs)
-    positions = max_positions(mc.model, mc.trust_remote_code)
-    template = template_notice(tokenizer, mc.model)
+    template = template_notice(load_tokenizer(mc.model, mc.trust_remote_code), mc.model)
     from tqdm.auto import tqdm
 
-    rank, world = rank_world()
-    shards, rows_seen = [], 0
+    rank, world = (0, 1) if on_ray else rank_world()
+    shards: list[Path] = []
+    rows_seen = [0]  # read by the generator below, however far the work has got
     bar = tqdm(desc="critical", unit="row", disable=not progress)
     coerced: dict[str, Any] = {"rows": 0, "fields": {}}  # every rank reads every row
-    for shard, rows in _examples_by_shard(data, configs, coerced):
-        path = paths.critical_shard(shard)
-        if shard % world == rank and not is_done(path):
-            lines, info = process_shard(model, tokenizer, rows, configs, progress, positions)
-            write_text_atomic(path, "".join(line + "\n" for line in lines))
-            mark_done(path, info)
-        shards.append(path)
-        rows_seen += len(rows)
-        bar.update(len(rows))
+
+    def todo() -> Iterator[tuple[int, list[tuple[Any, Example | None]]]]:
+        """This rank's unfinished shards, the input read only as far as the work has got."""
+        for shard, rows in _examples_by_shard(data, configs, coerced):
+            shards.append(paths.critical_shard(shard))
+            rows_seen[0] += len(rows)
+            bar.update(len(rows))
+            if shard % world == rank and not is_done(shards[-1]):
+                yield shard, rows
+
+    if on_ray:
+        from reasonsift.scaling.ray_pool import run_pool
+
+        pool = run_pool(CriticalWorker, (configs, str(paths.root)), todo(), lambda u: f"shard{u[0]:05d}",
+                        address=scale.ray_address, workers=scale.workers, device=mc.device, progress=False)
+    else:
+        worker = None
+        for unit in todo():
+            worker = worker or CriticalWorker(configs, paths.root, progress)  # not loaded when all is done
+            worker.run(unit)
     bar.close()
-    if not rows_seen:
+    if not rows_seen[0]:
         raise DataError(f"{data}: no rows")
     warn_coercions(coerced, data)
-    if not all(is_done(p) for p in shards):
+    # Whatever the workers said, a shard counts only with its done-marker (a Ray pool can lose one).
+    missing = [p for p in shards if not is_done(p)]
+    if missing and on_ray:
+        raise missing_units_error([p.name.removesuffix(".jsonl") for p in missing], len(shards), pool.errors)
+    if missing:
         logger.info("rank %d finished its shards; the last rank to finish merges", rank)
         return None
     with exclusive_lock(paths.merge_lock(paths.critical_dir)) as merging:
         if not merging:
             return None
-        return _merge(data, configs, paths, shards, start, command, coerced, template)
+        scale_report = pool.as_report() if on_ray else {"backend": "local", "world_size": world}
+        return _merge(data, configs, paths, shards, start, command, coerced, template, scale_report)
 
 
 def dataset_card(report: dict[str, Any], configs: dict[str, Any]) -> str:
@@ -333,7 +384,7 @@ prompt; a mask of another length is refused there.
 
 def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Path], start: float,
            command: str, coerced: dict[str, Any] | None = None,
-           template: dict[str, Any] | None = None) -> dict[str, Any]:
+           template: dict[str, Any] | None = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
     """Concatenate the shards into ``RUN/critical.jsonl`` and write the report."""
     cc, mc = configs["critical"], configs["model"]
     totals, cost = dict.fromkeys(COUNTS, 0), CriticalStats()
@@ -360,6 +411,7 @@ def _merge(data: str, configs: dict[str, Any], paths: RunPaths, shards: list[Pat
         **tokens,  # over kept responses, EOS included: what train --objective cft sees
         "output": str(paths.critical), "command": command, "wall_s": round(time.time() - start, 1),
         "coerced": coerced or {"rows": 0, "fields": {}}, "template": template or {},
+        "scale": scale or {"backend": "local"},
     }
     write_json_atomic(paths.critical_report, report)
     write_text_atomic(paths.critical_card, dataset_card(report, configs))

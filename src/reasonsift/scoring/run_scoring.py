@@ -3,16 +3,18 @@
 Top to bottom:
 1. stream the input, render and tokenize each example once into token shards (bad rows are
    quarantined or stop the run);
-2. load θ₀ (and θ_f), check the packed fast path against the plain forward on real examples;
-3. for each checkpoint — θ₀, the nested Gaussian ones, the directional ones — write its weights
-   from the kept base ("perturb once"), then score every shard of this rank ("score everything");
-   each (stage, checkpoint, shard) unit is written atomically with a done-marker and skipped on a
-   rerun, so an interrupted run resumes to identical outputs;
-4. merge the unit files into ``scores.parquet`` and write ``report.json``.
+2. list the (stage, checkpoint, shard) units not done yet, checkpoint-major, and hand them to a
+   ``ScoreWorker`` (scoring/worker.py): it loads θ₀ (and θ_f) once, checks the packed fast path,
+   sets the noise schedule, builds each checkpoint from the kept base ("perturb once") and scores
+   every shard given to it at that checkpoint ("score everything"); each unit is written atomically
+   with a done-marker and skipped on a rerun, so an interrupted run resumes to identical outputs;
+3. merge the unit files into ``scores.parquet`` and write ``report.json``.
 
-Several processes (``torchrun --nproc-per-node 8 -m reasonsift.cli score ...``, or a Slurm array
-with RANK/WORLD_SIZE set) split the shards; no process group is needed, and whichever rank
-finishes last merges.
+Where the workers run (docs/scaling.md): here; in every rank of ``torchrun`` on one or many nodes
+(``torchrun --nnodes 2 --nproc-per-node 8 -m reasonsift.cli score ... --run-dir RUN``, or Slurm
+``srun`` with RANK/WORLD_SIZE set), which split the shards with no process group and meet only through
+the run folder's done-markers, the last rank to finish merging; or, with ``scale.backend=ray``, in a
+pool of Ray actors this process feeds (``reasonsift.scaling.ray_pool``), then merges.
 """
 
 from __future__ import annotations
@@ -24,24 +26,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from reasonsift.config import ConfigError, config_to_dict
+from reasonsift.config import ConfigError, ScaleConfig, config_to_dict
 from reasonsift.data.load import check_source, input_schema, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError
-from reasonsift.data.render import Tokenized, context_overflow, template_notice, tokenize_example
-from reasonsift.models import (check_model_files, load_model, load_tokenizer, max_positions, resolve_device,
-                               resolve_dtype)
+from reasonsift.data.render import context_overflow, template_notice, tokenize_example
+from reasonsift.models import check_model_files, load_tokenizer, max_positions, resolve_device, resolve_dtype
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
                                   is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config, wait_for,
                                   write_atomic, write_json_atomic)
+from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
-from reasonsift.scoring.perturb import Perturber, directional_lambdas, isotropic_steps
-from reasonsift.scoring.scorer import score_items, self_check
 from reasonsift.scoring.unknown_tokens import real_unk_id, unknown_example, unknown_token_summary
+from reasonsift.scoring.worker import ScoreWorker, Unit, unit_name
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def check_manifest(paths: RunPaths, data: str, configs: dict[str, Any], device: 
     stopped on bad input, a mistyped model, a missing option) starts over instead of refusing.
     """
     manifest = {"input": input_fingerprint(data), "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-                "settings": flat_settings(configs, [f"score.{k}" for k in PERFORMANCE_KEYS])}
+                "settings": flat_settings({s: c for s, c in configs.items() if s != "scale"},  # where, not what
+                                          [f"score.{k}" for k in PERFORMANCE_KEYS])}
     if check_resume(paths.manifest, manifest, bool(_scored_units(paths)), f"{paths.root} holds scores",
                     "use a new --run folder or delete its score/ folder to start over", write=False):
         logger.info("%s: nothing was scored yet under the old settings; starting over", paths.root)
@@ -146,102 +147,6 @@ def prepare_shards(data: str, configs: dict[str, Any], tokenizer: Any, paths: Ru
     return shard + 1
 
 
-def _score_unit(model: Any, shard: pa.Table, window: int, sc: Any, progress: bool) -> pa.Table:
-    prompt_ids = shard.column("prompt_ids").to_pylist()
-    response_ids = shard.column("response_ids").to_pylist()
-    items = [Tokenized(p, r).window(window) for p, r in zip(prompt_ids, response_ids)]
-    nll = score_items(model, items, sc.batch_tokens, sc.max_batch_examples, sc.lm_head_chunk, progress)
-    cols = {
-        "id": shard.column("id"),
-        "n_scored": pa.array([len(x) for x in nll], pa.int32()),
-        "n_tokens": pa.array([it.length for it in items], pa.int64()),
-        "loss_short": pa.array([float(x[: sc.short_tokens].mean()) for x in nll], pa.float64()),
-        "loss_long": pa.array([float(x[: sc.long_tokens].mean()) for x in nll], pa.float64()),
-        "loss_all": pa.array([float(x.mean()) for x in nll], pa.float64()),
-    }
-    if sc.save_token_losses:
-        cols["token_nll"] = pa.array([x.tolist() for x in nll], pa.list_(pa.float32()))
-    return pa.table(cols)
-
-
-def _load_direction(configs: dict[str, Any], perturber: Perturber, model: Any, paths: RunPaths,
-                    n_shards: int) -> dict[str, Any]:
-    """Set θ_f on the perturber from a model, a short fine-tune, or nothing (isotropic mode)."""
-    sc, mc = configs["score"], configs["model"]
-    direction = resolve_direction(sc)
-    if direction == "isotropic":
-        if sc.direction == "auto":
-            logger.warning("no --direction-model (θ_f): the loss vectors come from the Gaussian checkpoints "
-                           "(score.direction=isotropic). For TEMP's directional vectors pass --direction-model, "
-                           "or score.direction=finetune for a short SFT on a sample of the pool.")
-        return {"source": "isotropic", "note": "no θ_f: loss vectors come from the nested Gaussian checkpoints"}
-    if direction == "model":
-        target = load_model(sc.direction_model, mc, next(model.parameters()).device)
-        perturber.set_target(dict(target.named_parameters()))
-        del target
-        return {"source": f"model:{sc.direction_model}", "norm": perturber.direction_norm}
-    saved = paths.theta_f
-    rank, _ = rank_world()
-    if rank != 0:  # one process trains θ_f; the others must use that same direction
-        wait_for([saved], "the direction fine-tune on rank 0")
-    if not is_done(saved):
-        from safetensors.torch import save_file
-
-        items = []
-        for s in range(n_shards):
-            t = pq.read_table(paths.token_shard(s), columns=["prompt_ids", "response_ids"])
-            items += [Tokenized(p, r).window(sc.long_tokens) for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
-        rng = np.random.default_rng(sc.seed)
-        sample = [items[i] for i in sorted(rng.choice(len(items), min(sc.finetune_examples, len(items)), replace=False))]
-        from reasonsift.scoring.direction import finetune_direction
-
-        logger.info("no θ_f given: fine-tuning %d steps on %d examples for a direction", sc.finetune_steps, len(sample))
-        target = finetune_direction(model, sample, sc.finetune_steps, sc.finetune_lr, sc.seed,
-                                    pad_id=getattr(model.config, "pad_token_id", None) or 0)
-        write_atomic(saved, lambda p: save_file({k: v.contiguous() for k, v in target.items()}, str(p)))
-        mark_done(saved)
-    from safetensors.torch import load_file
-
-    perturber.set_target(load_file(str(saved), device=str(next(model.parameters()).device)))
-    return {"source": "finetune", "steps": sc.finetune_steps, "examples": sc.finetune_examples,
-            "lr": sc.finetune_lr, "norm": perturber.direction_norm}
-
-
-def _noise_schedule(sc: Any, perturber: Perturber, paths: RunPaths, shard_files: list[Path], n_examples: list[int],
-                    progress: bool) -> dict[str, Any]:
-    """Set the Gaussian step stds on the perturber: the fixed schedule, or one calibrated to the model.
-
-    The calibration runs once, on rank 0, before any Gaussian checkpoint is scored, and is kept in
-    ``score/calibration.json`` (done-marked): a rerun reuses it instead of searching again, so resumed
-    units and new ones share one schedule. Its inputs (seed, sample size, band, schedule shape) are in the
-    config hash of the manifest.
-    """
-    from reasonsift.scoring.calibrate import calibrate_noise, calibration_sample, fixed_schedule
-
-    if sc.noise == "fixed" or sc.num_isotropic == 0:
-        record = fixed_schedule(sc)
-    else:
-        saved = paths.calibration
-        if rank_world()[0] != 0:
-            wait_for([saved], "the noise calibration on rank 0")
-        if not is_done(saved):
-            offsets = np.cumsum([0] + n_examples)  # global example index where each shard starts
-            chosen = np.array(calibration_sample(int(offsets[-1]), sc.calibration_examples, sc.seed), dtype=np.int64)
-            items = []
-            for s in range(len(shard_files)):
-                local = chosen[(chosen >= offsets[s]) & (chosen < offsets[s + 1])] - offsets[s]
-                if len(local):
-                    t = pq.read_table(shard_files[s], columns=["prompt_ids", "response_ids"]).take(local)
-                    items += [Tokenized(p, r).window(sc.short_tokens)
-                              for p, r in zip(t.column(0).to_pylist(), t.column(1).to_pylist())]
-            logger.info("calibrating the Gaussian noise on %d examples (score.noise=calibrate)", len(items))
-            write_json_atomic(saved, calibrate_noise(perturber, items, sc, progress))
-            mark_done(saved)
-        record = read_json(saved)
-    perturber.iso_steps = list(record["steps"])
-    return record
-
-
 def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: str = "",
                 progress: bool = True) -> dict[str, Any] | None:
     """Score a pool into ``RUN/scores.parquet``; returns the report (None on a rank that did not merge).
@@ -249,11 +154,15 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     The inputs (config, data file, model folders) are checked before RUN is created, and RUN is owned
     (``run_lock``) for the whole run: a second command with another config is refused; the ranks of
     one multi-process run share it. Every warning logged on the way is also in the report's ``notes``.
+    ``configs["scale"]`` (optional) picks where the units run: this process and its ``torchrun`` peers
+    (``local``), or a pool of Ray actors fed by this process (``ray``).
     """
     sc, mc = configs["score"], configs["model"]
     if not mc.model:
         raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     check_score_config(sc)
+    if configs.get("scale", ScaleConfig()).backend == "ray":
+        require_ray()  # before any work: a missing extra is a one-line error naming the pip command
     check_source(data, configs["data"].split)
     check_model_files(mc.model, mc)
     if resolve_direction(sc) == "model":
@@ -271,7 +180,9 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     start = time.time()
     paths = RunPaths(Path(run))
     sc, mc = configs["score"], configs["model"]
-    rank, world = rank_world()
+    scale = configs.get("scale", ScaleConfig())
+    on_ray = scale.backend == "ray"
+    rank, world = (0, 1) if on_ray else rank_world()  # the Ray driver does all of the tokenization
     device = resolve_device(mc.device)
     check_manifest(paths, data, configs, device, resolve_dtype(mc.dtype, device))
     if rank == 0:
@@ -292,42 +203,29 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
 
         write_rejected(paths, [r for f in shard_files for r in read_json(done_marker(f)).get("rejected", [])])
         raise DataError(f"{data}: every row was rejected; see {paths.rejected}")
-    if world == 1:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = load_model(mc.model, mc, device)
-    # The fast path is checked on real examples: the first non-empty shard (a shard can be all rejected).
-    first = pq.read_table(shard_files[next(i for i, n in enumerate(n_examples) if n)],
-                          columns=["prompt_ids", "response_ids"])
-    check_items = [Tokenized(p, r).window(sc.long_tokens) for p, r in
-                   zip(first.column(0).to_pylist()[:4], first.column(1).to_pylist()[:4])]
-    check_err = self_check(model, check_items)
-    perturber = Perturber(model, sc.seed, isotropic_steps(sc.isotropic_std_start, sc.isotropic_std_end, sc.num_isotropic),
-                          directional_lambdas(sc.min_radius, sc.final_radius, sc.num_directional),
-                          sc.directional_embeddings)
-    direction = _load_direction(configs, perturber, model, paths, n_shards)
-    noise = _noise_schedule(sc, perturber, paths, shard_files, n_examples, progress)
-    my_shards = [s for s in range(n_shards) if s % world == rank]
     checkpoints = checkpoint_plan(sc)
-    from tqdm.auto import tqdm
+    # Checkpoint-major: a worker builds each checkpoint once and scores every shard it is given at it.
+    all_units = [(stage, k, s) for stage, k, _ in checkpoints for s in range(n_shards)]
+    todo = [u for u in all_units if not is_done(paths.unit(*u))]
+    worker_args = (configs, str(paths.root), n_examples)
+    if on_ray:
+        from reasonsift.scaling.ray_pool import run_pool
 
-    bar = tqdm(total=len(checkpoints) * len(my_shards), desc="score units", unit="unit", disable=not progress)
-    for stage, k, window in checkpoints:
-        todo = [s for s in my_shards if not is_done(paths.unit(stage, k, s))]
-        bar.update(len(my_shards) - len(todo))
-        if not todo:
-            continue
-        stats = perturber.apply(stage, k)
-        write_json_atomic(paths.perturbation(stage, k), stats)
-        for s in todo:
-            bar.set_postfix_str(f"{stage} {k}, shard {s}")
-            table = _score_unit(model, pq.read_table(paths.token_shard(s)), window, sc, progress=progress)
-            write_atomic(paths.unit(stage, k, s), lambda p, t=table: pq.write_table(t, p))
-            mark_done(paths.unit(stage, k, s))
-            bar.update(1)
-    bar.close()
-    perturber.restore()
-    all_units = [paths.unit(st, k, s) for st, k, _ in checkpoints for s in range(n_shards)]
-    if not all(is_done(u) for u in all_units):
+        # θ_f and the noise calibration are made by one worker, then read by the others
+        first_alone = ((resolve_direction(sc) == "finetune" and not is_done(paths.theta_f))
+                       or (sc.noise != "fixed" and sc.num_isotropic > 0 and not is_done(paths.calibration)))
+        pool = run_pool(ScoreWorker, worker_args, todo, unit_name, group=lambda u: u[:2],
+                        address=scale.ray_address, workers=scale.workers, device=mc.device, progress=progress,
+                        total=len(todo), first_alone=first_alone)
+        info = _worker_summary(pool.worker_info) if pool.worker_info else None
+        scale_report = pool.as_report()
+    else:
+        info, scale_report = _score_here(todo, worker_args, rank, world, progress), {"backend": "local"}
+    # Whatever the workers said, a unit counts only with its done-marker (a Ray pool can lose one).
+    missing = [u for u in all_units if not is_done(paths.unit(*u))]
+    if missing and on_ray:
+        raise missing_units_error([unit_name(u) for u in missing], len(all_units), pool.errors)
+    if missing:
         logger.info("rank %d finished its units; the last rank to finish merges", rank)
         return None
     from reasonsift.scoring.merge import merge_scores
@@ -337,6 +235,8 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
             logger.info("rank %d: another process is merging", rank)
             return None
         report = merge_scores(paths, configs, n_shards, checkpoints)
+    if info is None:  # every unit was done before this run started (a rerun after a failed merge)
+        info = ScoreWorker(*worker_args).info()
     from reasonsift.scoring.signals import compute_signals
 
     table = pq.read_table(paths.scores, columns=["source", "n_prompt_tokens", "n_response_tokens", "difficulty"])
@@ -346,15 +246,36 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     # An absolute path, so that ``select`` finds the rows from any working directory.
     where = str(Path(data).resolve()) if Path(data).exists() else str(data)
     dc = configs["data"]
-    report.update({"command": command, "input": where, "model": mc.model, "direction": direction, "noise": noise,
-                   "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
-                   "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
-                   "self_check_max_abs_err": check_err, "world_size": world,
-                   "coerced": coerced, "template": template,
-                   "wall_time_s": round(time.time() - start, 3)})
+    report.update({"command": command, "input": where, "model": mc.model, "direction": info["direction"],
+                   "noise": info["noise"], "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),
+                   "device": info["device"], "dtype": info["dtype"],
+                   "self_check_max_abs_err": info["self_check_max_abs_err"], "world_size": world, "scale": scale_report,
+                   "coerced": coerced, "template": template, "wall_time_s": round(time.time() - start, 3)})
     if unknown is not None:
         report["unknown_tokens"] = unknown
     # the merging rank's warnings, and the data warning whichever rank printed it
     report["notes"] = list(notes) + [w for w in [(unknown or {}).get("warning")] if w and w not in notes]
     write_json_atomic(paths.report, report)
     return report
+
+
+def _score_here(todo: list[Unit], worker_args: tuple[Any, ...], rank: int, world: int,
+                progress: bool) -> dict[str, Any]:
+    """Score this rank's share of ``todo`` (every WORLD_SIZE-th shard) in this process; the worker's info."""
+    if world == 1:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    mine = [u for u in todo if u[2] % world == rank]
+    worker = ScoreWorker(*worker_args, progress=progress)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(mine, desc="score units", unit="unit", disable=not progress)
+    for stage, k, shard in bar:
+        bar.set_postfix_str(f"{stage} {k}, shard {shard}")
+        worker.run((stage, k, shard))
+    worker.close()
+    return worker.info()
+
+
+def _worker_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report entry from every Ray worker's info: the worst fast-path check among them."""
+    return {**infos[0], "self_check_max_abs_err": max(i["self_check_max_abs_err"] for i in infos)}

@@ -1,0 +1,1 @@
+"""Scale out: run a stage's work units on a Ray cluster (docs/scaling.md)."""
