@@ -36,7 +36,7 @@ from reasonsift.config import ConfigError, EvalConfig, ScaleConfig, config_to_di
 from reasonsift.critical.counterfactual import CriticalStats, answer_end_tokens, find_critical
 from reasonsift.critical.numbers import digit_tokens, numbers_mask
 from reasonsift.data.load import (canonical_json, check_source, input_schema, iter_examples, parse_field_overrides,
-                                  rejected_entry, warn_coercions)
+                                  rejected_entry, source_id, warn_coercions)
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import Tokenized, context_overflow, prompt_text, template_notice, tokenize_example
 from reasonsift.evaluation.answers import answer_end, extract_answer, is_equivalent
@@ -278,7 +278,7 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
         require_ray()  # before any work: a missing extra is a one-line error naming the pip command
     check_source(data, configs["data"].split)
     check_model_files(mc.model, mc)
-    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    where = source_id(data)
     with run_lock(Path(run), lock_key("critical", where, config_to_dict(configs)), "critical", command):
         return _run_critical(data, configs, run, command, progress)
 
@@ -289,8 +289,6 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
     start = time.time()
     cc, mc = configs["critical"], configs["model"]
     scale = configs.get("scale", ScaleConfig())
-    if not mc.model:
-        raise ConfigError("no model given: pass --model PATH_OR_HUB_ID")
     for key in ("alternatives", "max_new_tokens", "max_response_tokens", "batch_size", "shard_size"):
         if getattr(cc, key) < 1:
             raise ConfigError(f"critical.{key} must be ≥ 1, got {getattr(cc, key)}")

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import re
-import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -231,6 +230,12 @@ def check_source(source: str | Path, split: str = "train") -> None:
     """Raise DataError when the input cannot be opened (no such file, unsupported type, unreadable first
     row's container), before a stage creates anything: it reads at most the first row."""
     next(iter(iter_rows(source, split)), None)
+
+
+def source_id(source: str | Path) -> str:
+    """How a run names its input: the absolute path of a local file or folder (so a later stage finds it
+    from any working directory, and two spellings of one file are one input), else the hub id as given."""
+    return str(Path(source).resolve()) if Path(source).exists() else str(source)
 
 
 def rows_at(source: str | Path, indices: set[int], split: str = "train") -> dict[int, RawRow]:

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, ScaleConfig, config_to_dict
-from reasonsift.data.load import check_source, input_schema, iter_examples, parse_field_overrides, warn_coercions
+from reasonsift.data.load import (check_source, input_schema, iter_examples, parse_field_overrides, source_id,
+                                  warn_coercions)
 from reasonsift.data.records import DataError
 from reasonsift.data.render import context_overflow, template_notice, tokenize_example
 from reasonsift.models import check_model_files, load_tokenizer, max_positions, resolve_device, resolve_dtype
@@ -167,7 +168,7 @@ def run_scoring(data: str, configs: dict[str, Any], run: str | Path, command: st
     check_model_files(mc.model, mc)
     if resolve_direction(sc) == "model":
         check_model_files(sc.direction_model, mc, tokenizer=False)
-    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    where = source_id(data)
     from reasonsift.run_notes import collect_warnings
 
     with run_lock(Path(run), lock_key("score", where, config_to_dict(configs)), "score", command):
@@ -244,7 +245,7 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     for warning in report["signals"]["warnings"]:
         logger.warning("signal check: %s", warning)
     # An absolute path, so that ``select`` finds the rows from any working directory.
-    where = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    where = source_id(data)
     dc = configs["data"]
     report.update({"command": command, "input": where, "model": mc.model, "direction": info["direction"],
                    "noise": info["noise"], "fields": input_schema(data, parse_field_overrides(dc.fields), dc.split),

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from reasonsift.config import ConfigError, TrainConfig, config_to_dict
-from reasonsift.data.load import check_source, input_schema, parse_field_overrides
+from reasonsift.data.load import check_source, input_schema, parse_field_overrides, source_id
 from reasonsift.models import check_model_files, load_model, load_tokenizer, max_positions
 from reasonsift.runfolder import (check_resume, flat_settings, lock_key, read_json, run_lock, save_config,
                                   write_json_atomic, write_rejected_rows, write_text_atomic)
@@ -259,7 +259,7 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     _check_config(cfg)
     check_source(data, configs["data"].split)
     check_model_files(configs["model"].model, configs["model"])
-    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    data_id = source_id(data)
     with run_lock(Path(out), lock_key("train", data_id, config_to_dict(configs)), "train", command):
         return _run_training(data, configs, out, command, progress)
 
@@ -271,11 +271,8 @@ def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: 
 
     cfg: TrainConfig = configs["train"]
     model_cfg = configs["model"]
-    if not model_cfg.model:
-        raise ConfigError("no model to train: pass --model (model.model)")
-    _check_config(cfg)
     out = Path(out)
-    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    data_id = source_id(data)
     manifest = {"data": data_id, "settings": flat_settings(configs)}
     resumed = check_manifest(out, manifest, cfg)
     start = time.time()
