@@ -175,11 +175,11 @@ def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, s
 
 
 def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
-         methods: Iterable[str] = ("temp", "random")) -> dict[str, Any]:
-    """``reasonsift demo``: the whole pipeline on the synthetic world; returns its results."""
+         methods: Iterable[str] = ("temp", "random"), world: str = "v2") -> dict[str, Any]:
+    """``reasonsift demo``: the whole pipeline on the synthetic world (``world`` v2 or v1); returns its results."""
     from reasonsift.synth.demo import run_demo
 
-    return run_demo(out, quick=quick, seed=seed, progress=progress, methods=tuple(methods))
+    return run_demo(out, quick=quick, seed=seed, progress=progress, methods=tuple(methods), world=world)
 
 
 def check_gradients(run: str | Path, pairs: int = 32, seed: int = 0, progress: bool = True) -> dict[str, Any]:

@@ -58,7 +58,7 @@ USAGE = {
     "train": "reasonsift train DATA --model MODEL --out DIR [--objective sft|cft|dft|prefix] [options] "
              "[section.key=value ...]",
     "evaluate": "reasonsift evaluate --model MODEL --benchmark FILE [options] [section.key=value ...]",
-    "demo": "reasonsift demo [--quick] [--out DIR] [--methods M ...]",
+    "demo": "reasonsift demo [--quick] [--world v2|v1] [--out DIR] [--methods M ...]",
 }
 POSITIONAL = {"score": "DATA", "select": "RUN", "curate": "DATA", "critical": "DATA", "train": "DATA"}
 DATA_HELP = "the pool: .jsonl(.gz), .json, .parquet, a save_to_disk folder, or a hub dataset id"
@@ -177,9 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", choices=("v1", "v2"), default="v2",
+                   help="v2 (default): long word-token traces, four sources (docs/synth-world-v2.md); "
+                        "v1: the first, character-level world")
     p.add_argument("--methods", nargs="+", default=["temp", "random"], metavar="M",
                    help="what to compare: selection methods (temp random s2l ...), full (the whole pool), "
-                        "cft (the random subset trained on its critical tokens); default: temp random")
+                        "cft (the random subset trained on its critical tokens), cft-numbers (the same with "
+                        "numbers-only masks); default: temp random")
     _common(p)
     p = sub.add_parser("check-gradients", help="test Theorem 3.1 on a scored run: loss-vector distance vs "
                                                "gradient difference along the fine-tuning direction")
@@ -287,8 +291,9 @@ def cmd_evaluate(args: argparse.Namespace, plain: list[str], overrides: list[str
 
 def cmd_demo(args: argparse.Namespace, plain: list[str], overrides: list[str]) -> int:
     if plain or overrides:
-        raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --out)")
-    api.demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=args.methods)
+        raise ConfigError("demo takes no positional arguments or overrides (use --quick, --seed, --world, --out)")
+    api.demo(args.out, quick=args.quick, seed=args.seed, progress=not args.quiet, methods=args.methods,
+             world=args.world)
     return 0
 
 

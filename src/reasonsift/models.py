@@ -304,11 +304,15 @@ def build_tiny_llama(vocab_size: int, hidden_size: int = 64, num_layers: int = 2
     return LlamaForCausalLM(config).eval()
 
 
-def _wrap_tokenizer(tokenizer_object: Any) -> Any:
+def wrap_tokenizer(tokenizer_object: Any) -> Any:
+    """A ``tokenizers.Tokenizer`` as a transformers tokenizer with the local chat template and special tokens.
+
+    ``clean_up_tokenization_spaces`` is off: it would rewrite " ." as "." and break exact round trips.
+    """
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, pad_token="<pad>", eos_token="</s>",
-                                  unk_token="<unk>")
+                                  unk_token="<unk>", clean_up_tokenization_spaces=False)
     tok.chat_template = LOCAL_CHAT_TEMPLATE
     return tok
 
@@ -323,7 +327,7 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512) -> Any:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LOCAL_SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator(texts, trainer=trainer)
-    return _wrap_tokenizer(tk)
+    return wrap_tokenizer(tk)
 
 
 def char_tokenizer(charset: str) -> Any:
@@ -337,4 +341,4 @@ def char_tokenizer(charset: str) -> Any:
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tk.decoder = decoders.Fuse()
     tk.add_special_tokens(LOCAL_SPECIAL_TOKENS)  # matched whole, before the per-character split
-    return _wrap_tokenizer(tk)
+    return wrap_tokenizer(tk)

@@ -1,9 +1,14 @@
 """``reasonsift demo``: the whole pipeline on the synthetic world, on a CPU, in minutes.
 
+World v2 by default (docs/synth-world-v2.md: word tokens, long traces, four sources, latent
+capability in θ₀); ``world="v1"`` runs the first, character-level world (issue 5's record).
+
 1. load θ₀ (shipped in the package; built and cached for other recipes), a tiny model pretrained on
-   the world's one-step facts and first steps;
-2. generate a pool of traces (five task families, 1-6 steps, some low-quality) and held-out problems;
-3. θ_f = θ₀ briefly fine-tuned on the whole pool (as the paper does for M23K);
+   the world's facts and (v2) whole problems solved in a terse form;
+2. generate a pool of traces (v2: four families, 1-20 steps, four sources, some low-quality) and
+   held-out problems;
+3. θ_f = θ₀ fine-tuned on the whole pool (as the paper does for M23K); the directional radii are
+   set relative to ‖θ_f − θ₀‖ (v2);
 4. score the pool with TEMP and select with TEMP and with random at the same budget;
 5. fine-tune θ₀ on each subset with the same recipe, evaluate on every family and difficulty;
 6. print a results table, write ``demo_report.html`` and ``demo_results.json``.
@@ -20,45 +25,61 @@ import logging
 import shutil
 import time
 import typing
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from reasonsift.config import DataConfig, ModelConfig, ScoreConfig, SelectConfig
 from reasonsift.synth.generate import generate_eval, generate_pool, write_jsonl
-from reasonsift.synth.world import BaseRecipe, build_base_model
+from reasonsift.synth.world import BaseRecipe, BaseRecipeV2, build_base_model
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoSize:
-    """Everything the demo's run time depends on."""
+    """Everything the demo's run time depends on (defaults: world v2's demo, docs/synth-world-v2.md)."""
 
+    world: Literal["v1", "v2"] = "v2"
     pool: int = 1000
-    eval_per_cell: int = 5
+    eval_per_cell: int = 2  # held-out problems per (family, steps) cell
     budget_fraction: float = 0.1
-    base: BaseRecipe = BaseRecipe()  # the shipped θ₀: no pretraining in the demo
-    theta_f_epochs: float = 6.0  # θ_f sees the pool 6 times: as many example-passes as a 10% subset ...
-    subset_epochs: float = 60.0  # ... trained for 60 epochs, so "full" is an equal-compute reference
-    learning_rate: float = 3e-3  # a tiny model wants a larger learning rate than an LLM
-    batch_size: int = 32
+    base: BaseRecipe | BaseRecipeV2 = BaseRecipeV2()  # the shipped θ₀: no pretraining in the demo
+    theta_f_epochs: float = 3.0  # θ_f = θ₀ fine-tuned on the whole pool (the "full" arm) ...
+    subset_epochs: float = 3.0  # ... and every subset: the same epochs, as the paper trains them
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    max_length: int = 1280  # prompt + response tokens in SFT (the longest v2 traces are ~1,250)
     num_checkpoints: int = 8
-    max_new_tokens: int = 448  # the longest trace (6 list operations) is about 420 characters
-    short_tokens: int = 32  # characters: about the first step of a trace
-    long_tokens: int = 512  # characters: the whole trace
+    max_new_tokens: int = 1100  # evaluation: the longest clean v2 trace is about 1,250 tokens with its checks
+    short_tokens: int = 100  # the difficulty window, in the world's tokens
+    long_tokens: int = 1000  # the loss-vector window
+    noise: Literal["calibrate", "fixed"] = "calibrate"
+    isotropic_std: tuple[float, float] = (2e-3, 8e-3)  # the schedule (fixed), or where calibration starts
+    relative_radii: tuple[float, float] | None = (0.25, 2.5)  # radii as multiples of ‖θ_f − θ₀‖ (None: absolute)
+    radii: tuple[float, float] = (1.0, 10.0)  # absolute min_radius / final_radius when relative_radii is None
+    eval_batch_size: int = 160  # prompts per generate() call: the whole held-out set at once
     critical_alternatives: int = 2  # cft arm: substitutes per position (CFT's 2nd and 3rd token)
     critical_max_tokens: int = 512  # cft arm: longer traces are not tested (the cost grows as length²)
 
 
-FULL = DemoSize(theta_f_epochs=4.0, subset_epochs=40.0, learning_rate=2e-3, batch_size=16)  # ~8.5 min on 2 cores
-# benchmarks/synthetic_validation.py: more SFT (about 12 minutes a seed for TEMP + random)
-VALIDATION = DemoSize()
-QUICK = DemoSize(pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
-                 theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100,
-                 critical_alternatives=1, critical_max_tokens=60)
+FULL = DemoSize()  # reasonsift demo (world v2)
+VALIDATION = FULL  # benchmarks/synthetic_validation.py: the demo's recipe, more seeds and methods
+QUICK = DemoSize(pool=120, eval_per_cell=1, base=BaseRecipeV2(steps=30, corpus_items=2_000, seq_len=256),
+                 theta_f_epochs=1.0, subset_epochs=1.0, num_checkpoints=3, max_new_tokens=120, max_length=512,
+                 long_tokens=400, critical_alternatives=1, critical_max_tokens=60)
+# World v1 (character tokens; issue 5's table in BENCHMARKS.md was measured with these), `--world v1`.
+V1_FULL = DemoSize(world="v1", eval_per_cell=5, base=BaseRecipe(), theta_f_epochs=4.0, subset_epochs=40.0,
+                   learning_rate=2e-3, max_length=768, max_new_tokens=448, short_tokens=32, long_tokens=512,
+                   noise="fixed", isotropic_std=(0.015, 0.12), relative_radii=None, eval_batch_size=64)
+V1_VALIDATION = dataclasses.replace(V1_FULL, theta_f_epochs=6.0, subset_epochs=60.0, learning_rate=3e-3, batch_size=32)
+V1_QUICK = dataclasses.replace(V1_FULL, pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
+                               theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100,
+                               critical_alternatives=1, critical_max_tokens=60)
+PRESETS = {("v2", False): FULL, ("v2", True): QUICK, ("v1", False): V1_FULL, ("v1", True): V1_QUICK}
 
 
 def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: DemoSize, progress: bool,
@@ -70,10 +91,11 @@ def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: De
     if (out / "model.safetensors").exists():
         return out
     train = TrainConfig(objective=objective, learning_rate=size.learning_rate, num_train_epochs=epochs,
-                        per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1, max_length=768,
-                        seed=seed, warmup_ratio=0.05, weight_decay=0.0, save_steps=100_000, logging_steps=10)
+                        per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1,
+                        max_length=size.max_length, seed=seed, warmup_ratio=0.05, weight_decay=0.0,
+                        save_steps=100_000, logging_steps=10)
     run_training(str(data), {"data": DataConfig(), "model": ModelConfig(model=str(base)), "train": train},
-                 out, command="reasonsift demo", progress=progress)
+                 out, command="reasonsift demo", progress=progress, log_lines=False)
     return out
 
 
@@ -83,54 +105,74 @@ def _evaluate(model: Path, bench: Path, size: DemoSize, progress: bool, out: Pat
     from reasonsift.evaluation.run_evaluation import run_evaluation
 
     out = out or model / "eval"
-    cfg = EvalConfig(max_new_tokens=size.max_new_tokens, batch_size=64, answer_kind="text")
+    cfg = EvalConfig(max_new_tokens=size.max_new_tokens, batch_size=size.eval_batch_size, answer_kind="text")
     run_evaluation(str(model), str(bench), {"evaluate": cfg, "model": ModelConfig(model=str(model))},
                    out, command="reasonsift demo", progress=progress)
     return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
 
 
-def _curate(pool: Path, base: Path, theta_f: Path, run: Path, size: DemoSize, method: str, seed: int,
-            progress: bool) -> Path:
-    """Score once (resumable), then select with ``method``; returns a copy of the subset."""
+def direction_norm(base: Path, target: Path) -> float:
+    """‖θ_f − θ₀‖ over every floating-point weight (what TEMP's directional radii are measured against)."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(base / "model.safetensors")), load_file(str(target / "model.safetensors"))
+    return float(sum(((b[k].double() - a[k].double()) ** 2).sum() for k in a if a[k].is_floating_point()) ** 0.5)
+
+
+def score_config(size: DemoSize, seed: int, theta_f: Path, radii: tuple[float, float]) -> ScoreConfig:
+    """The demo's TEMP scoring config: the world's windows, noise and the given directional radii."""
+    return ScoreConfig(seed=seed, short_tokens=size.short_tokens, long_tokens=size.long_tokens,
+                       num_isotropic=size.num_checkpoints, num_directional=size.num_checkpoints, noise=size.noise,
+                       isotropic_std_start=size.isotropic_std[0], isotropic_std_end=size.isotropic_std[1],
+                       calibration_examples=min(64, max(8, size.pool // 4)),
+                       direction_model=str(theta_f), min_radius=radii[0], final_radius=radii[1], full_loss=True,
+                       max_full_tokens=max(size.long_tokens, size.max_length), shard_size=512)
+
+
+def _curate(pool: Path, base: Path, theta_f: Path, run: Path, subsets: Path, size: DemoSize, method: str,
+            seed: int, score_seed: int, radii: tuple[float, float], progress: bool) -> Path:
+    """Score once (resumable; ``score_seed``), then select with ``method`` (``seed``); returns a copy of the subset."""
     from reasonsift.scoring.run_scoring import run_scoring
     from reasonsift.selection.run_selection import run_selection
 
-    score = ScoreConfig(seed=seed, short_tokens=size.short_tokens, long_tokens=size.long_tokens,
-                        num_isotropic=size.num_checkpoints, num_directional=size.num_checkpoints,
-                        # a schedule tuned by hand for this θ₀, kept fixed so the recorded demo figures hold
-                        noise="fixed", isotropic_std_start=0.015, isotropic_std_end=0.12, direction_model=str(theta_f),
-                        min_radius=1.0, final_radius=10.0, full_loss=True, max_full_tokens=size.long_tokens,
-                        shard_size=512)
-    configs = {"data": DataConfig(), "model": ModelConfig(model=str(base)), "score": score,
+    configs = {"data": DataConfig(), "model": ModelConfig(model=str(base)),
+               "score": score_config(size, score_seed, theta_f, radii),
                "select": SelectConfig(method=method, budget=max(1, int(size.budget_fraction * size.pool)), seed=seed)}
     if not (run / "scores.parquet").exists():
         run_scoring(str(pool), configs, run, command="reasonsift demo", progress=progress)
     run_selection(run, configs, command="reasonsift demo", progress=progress, data=str(pool))
-    subset = run.parent / "subsets" / f"{method}.jsonl"
+    subset = subsets / f"{method}.jsonl"
     subset.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "selected.jsonl", subset)
     return subset
 
 
-def _critical(subset: Path, judge: Path, run: Path, size: DemoSize, progress: bool) -> tuple[Path, dict[str, Any]]:
+def _critical(subset: Path, judge: Path, run: Path, size: DemoSize, method: str,
+              progress: bool) -> tuple[Path, dict[str, Any]]:
     """Critical tokens of a subset's own traces, judged by θ_f (CFT's cross-model identification:
-    θ₀ solves too few problems to judge its own); traces whose final answer is wrong are dropped."""
+    θ₀ solves too few problems to judge its own); traces whose final answer is wrong are dropped.
+    ``method``: counterfactual (CFT) or numbers (the near-free approximation)."""
     from reasonsift.config import CriticalConfig
     from reasonsift.critical.run_critical import run_critical
 
     cc = CriticalConfig(responses="dataset", answer_kind="text", rollout_extra_tokens=16, batch_size=64,
-                        alternatives=size.critical_alternatives, max_response_tokens=size.critical_max_tokens)
+                        alternatives=size.critical_alternatives, method=method,
+                        # only counterfactual rollouts cost length²; a numbers mask covers every trace SFT sees
+                        max_response_tokens=size.critical_max_tokens if method == "counterfactual" else size.max_length)
     report = run_critical(str(subset), {"data": DataConfig(), "model": ModelConfig(model=str(judge)), "critical": cc},
                           run, command="reasonsift demo", progress=progress)
     return run / "critical.jsonl", report
 
 
-def subset_truth(subset: Path) -> dict[str, float]:
+def subset_truth(subset: Path) -> dict[str, Any]:
     """Ground-truth composition of a subset (the selector never saw these columns)."""
     rows = [json.loads(x) for x in subset.read_text().splitlines()]
+    kinds = Counter(r["low_quality_kind"] for r in rows if r["low_quality"])
     return {"n": len(rows), "mean_true_difficulty": float(np.mean([r["true_difficulty"] for r in rows])),
             "low_quality_share": float(np.mean([r["low_quality"] for r in rows])),
-            "families": len({r["source"] for r in rows})}
+            "low_quality_kinds": {k: v / len(rows) for k, v in sorted(kinds.items())},
+            "families": len({r.get("family", r["source"]) for r in rows}),
+            "sources": dict(sorted(Counter(r["source"] for r in rows).items()))}
 
 
 def accuracy_table(results: list[dict[str, Any]], bench_rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -140,76 +182,128 @@ def accuracy_table(results: list[dict[str, Any]], bench_rows: list[dict[str, Any
     by_steps: dict[int, list[bool]] = {}
     for r in results:
         ok = bool(r["correct"][0])
-        by_family.setdefault(meta[r["id"]]["source"], []).append(ok)
-        by_steps.setdefault(int(meta[r["id"]]["true_difficulty"]), []).append(ok)
+        row = meta[r["id"]]
+        by_family.setdefault(row.get("family", row["source"]), []).append(ok)
+        by_steps.setdefault(int(row["true_difficulty"]), []).append(ok)
     return {"accuracy": float(np.mean([r["correct"][0] for r in results])),
             "by_family": {k: float(np.mean(v)) for k, v in sorted(by_family.items())},
             "by_difficulty": {str(k): float(np.mean(v)) for k, v in sorted(by_steps.items())}}
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
-             methods: tuple[str, ...] = ("temp", "random"), size: DemoSize | None = None) -> dict[str, Any]:
-    """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``.
+def world_data(size: DemoSize, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pool and the held-out problems of ``size.world`` for a world seed (disjoint prompts)."""
+    if size.world == "v2":
+        from reasonsift.synth.v2.generate import generate_eval as eval_v2, generate_pool as pool_v2
 
-    ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool) and
-    ``cft`` (the random subset, critical tokens judged by θ_f, trained with ``--objective cft``).
-    ``size`` overrides the preset that ``quick`` picks (QUICK or FULL).
-    """
-    start = time.time()
-    known = set(typing.get_args(typing.get_type_hints(SelectConfig)["method"])) | {"full", "cft"}
+        pool_rows = pool_v2(size.pool, seed)
+        return pool_rows, eval_v2(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
+    pool_rows = generate_pool(size.pool, seed)
+    return pool_rows, generate_eval(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
+
+
+def check_methods(methods: tuple[str, ...]) -> None:
+    """Refuse unknown demo methods before any work (ValueError naming them and the choices)."""
+    known = set(typing.get_args(typing.get_type_hints(SelectConfig)["method"])) | {"full", "cft", "cft-numbers"}
     unknown = [m for m in methods if m not in known]
     if unknown or not set(methods) - {"full"}:
         raise ValueError(f"demo methods: {', '.join(unknown) or 'full alone'} not possible; choose from "
                          f"{', '.join(sorted(known))} (at least one besides full: the report needs a scored pool)")
-    size = size or (QUICK if quick else FULL)
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
+             methods: tuple[str, ...] = ("temp", "random"), size: DemoSize | None = None, world: str = "v2",
+             shared: str | Path | None = None, world_seed: int | None = None) -> dict[str, Any]:
+    """Run the demo end to end; returns the results also written to ``OUT/demo_results.json``.
+
+    ``methods`` are selection methods of ``reasonsift select``, plus ``full`` (the whole pool),
+    ``cft`` (the random subset, critical tokens judged by θ_f, trained with ``--objective cft``) and
+    ``cft-numbers`` (the same with ``critical.method=numbers`` masks, CFT's near-free approximation).
+    ``size`` overrides the preset that ``world`` and ``quick`` pick. ``seed`` seeds every selection
+    and SFT run. The world (pool, held-out set), θ_f and the TEMP scores come from ``world_seed``
+    (default: ``seed``) and live in ``shared`` (default: OUT), so several seeds can share one pool
+    and one scoring run, as the paper's seeds share M23K.
+    """
+    start = time.time()
+    check_methods(methods)
+    if world not in ("v1", "v2"):
+        raise ValueError(f"world must be v1 or v2, got {world!r}")
+    size = size or PRESETS[(world, quick)]
+    world_seed = seed if world_seed is None else world_seed
     out = Path(out)
+    shared = Path(shared) if shared is not None else out
     out.mkdir(parents=True, exist_ok=True)
     stamp = lambda what: logger.info("[demo %5.0fs] %s", time.time() - start, what)  # noqa: E731
-    stamp("building θ₀ (cached after the first run)")
+    stamp(f"world {size.world}: building θ₀ (shipped in the package; built and cached for other recipes)")
     base = build_base_model(size.base, progress)
-    pool_rows = generate_pool(size.pool, seed)
-    pool = write_jsonl(pool_rows, out / "pool.jsonl")
-    bench_rows = generate_eval(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
-    bench = write_jsonl(bench_rows, out / "eval.jsonl")
+    pool_rows, bench_rows = world_data(size, world_seed)
+    pool = write_jsonl(pool_rows, shared / "pool.jsonl")
+    bench = write_jsonl(bench_rows, shared / "eval.jsonl")
     stamp(f"pool of {len(pool_rows)} traces, {len(bench_rows)} held-out problems; fine-tuning θ_f on the pool")
-    theta_f = _train(pool, base, out / "models" / "theta_f", size.theta_f_epochs, seed, size, progress)
-    results: dict[str, Any] = {"size": dataclasses.asdict(size), "seed": seed, "methods": {}}
+    theta_f = _train(pool, base, shared / "models" / "theta_f", size.theta_f_epochs, world_seed, size, progress)
+    distance = direction_norm(base, theta_f)
+    radii = ((size.relative_radii[0] * distance, size.relative_radii[1] * distance) if size.relative_radii
+             else size.radii)
+    results: dict[str, Any] = {"size": dataclasses.asdict(size), "seed": seed, "world_seed": world_seed,
+                               "theta_f_distance": distance, "radii": list(radii), "methods": {}}
+    run = shared / "run"
     for method in sorted(methods, key=lambda m: m == "temp"):  # TEMP last: the run folder shows its selection
         stamp(f"curating with {method}")
-        # "full" is θ_f itself: θ₀ trained on the whole pool for as many example-passes as each
-        # subset gets (theta_f_epochs * pool = subset_epochs * budget), the full-data reference.
         extra: dict[str, Any] = {}
         if method == "full":
-            subset, model = pool, theta_f
-        elif method == "cft":
+            # θ_f is θ₀ trained on the whole pool with the subsets' recipe; another seed trains it again.
+            subset = pool
+            model = theta_f if seed == world_seed else _train(pool, base, out / "models" / "full",
+                                                               size.theta_f_epochs, seed, size, progress)
+        elif method in ("cft", "cft-numbers"):
             # The random subset (the same rows as "random"), trained with loss on critical tokens only.
-            sampled = _curate(pool, base, theta_f, out / "run", size, "random", seed, progress)
-            stamp("finding critical tokens of the random subset (judged by θ_f)")
-            subset, report = _critical(sampled, theta_f, out / "critical", size, progress)
-            extra = {"critical_share": report["critical_share"], "rollouts": report["rollouts"]}
+            sampled = _curate(pool, base, theta_f, run, out / "subsets", size, "random", seed, world_seed, radii,
+                              progress)
+            how = "numbers" if method == "cft-numbers" else "counterfactual"
+            stamp(f"finding critical tokens of the random subset ({how}; judged by θ_f)")
+            subset, report = _critical(sampled, theta_f, out / method.replace("cft", "critical"), size, how,
+                                       progress)
+            extra = {"critical_share": report["critical_share"], "rollouts": report.get("rollouts", 0)}
             stamp("training on the critical tokens")
             model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, size, progress, "cft")
         else:
-            subset = _curate(pool, base, theta_f, out / "run", size, method, seed, progress)
+            subset = _curate(pool, base, theta_f, run, out / "subsets", size, method, seed, world_seed, radii,
+                             progress)
             stamp(f"training on the {method} subset")
             model = _train(subset, base, out / "models" / method, size.subset_epochs, seed, size, progress)
         stamp(f"evaluating the {method} model")
-        res = _evaluate(model, bench, size, progress)
+        res = _evaluate(model, bench, size, progress, None if model != theta_f or shared == out
+                        else out / "models" / "full" / "eval")
         results["methods"][method] = {**subset_truth(subset), **accuracy_table(res, bench_rows), **extra}
     stamp("evaluating θ₀ itself")
-    base_eval = _evaluate(base, bench, size, progress, out / "models" / "theta_0" / "eval")
+    base_eval = _evaluate(base, bench, size, progress, shared / "models" / "theta_0" / "eval")
     results["base_accuracy"] = accuracy_table(base_eval, bench_rows)["accuracy"]
-    results["validation"] = validate_scores(pq.read_table(out / "run" / "scores.parquet").to_pandas(), pool_rows)
-    results["tokens"] = json.loads((out / "run" / "report.json").read_text())["tokens"]
+    scores = pq.read_table(run / "scores.parquet").to_pandas()
+    results["validation"] = validate_scores(scores, pool_rows)
+    report = json.loads((run / "report.json").read_text())
+    results["tokens"] = report["tokens"]
+    results["theta_rnd"] = report.get("theta_rnd")
+    results["properties"] = world_properties(pool, pool_rows, base, size)
     results["wall_time_s"] = round(time.time() - start, 1)
     (out / "demo_results.json").write_text(json.dumps(results, indent=2))
     from reasonsift.synth.report import write_demo_report
 
-    write_demo_report(results, pq.read_table(out / "run" / "scores.parquet").to_pandas(), pool_rows,
-                      out / "demo_report.html")
+    write_demo_report(results, scores, pool_rows, out / "demo_report.html")
     print(format_table(results))
-    print(f"report: {out / 'demo_report.html'}  (run folder: {out / 'run'})")
+    print(f"report: {out / 'demo_report.html'}  (run folder: {run})")
     return results
+
+
+def world_properties(pool: Path, pool_rows: list[dict[str, Any]], base: Path, size: DemoSize) -> dict[str, float]:
+    """Trace lengths in θ₀'s tokens: median, the early window's share of it, share beyond the long window."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base))
+    lengths = np.array([len(tok(r["response"], add_special_tokens=False)["input_ids"]) for r in pool_rows])
+    return {"median_trace_tokens": float(np.median(lengths)), "mean_trace_tokens": float(lengths.mean()),
+            "max_trace_tokens": int(lengths.max()),
+            "window_share": size.short_tokens / float(np.median(lengths)),
+            "share_beyond_long_window": float((lengths > size.long_tokens).mean()),
+            "low_quality_share": float(np.mean([r["low_quality"] for r in pool_rows]))}
 
 
 def validate_scores(scores: Any, pool_rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -219,7 +313,7 @@ def validate_scores(scores: Any, pool_rows: list[dict[str, Any]]) -> dict[str, f
 
     truth = {r["id"]: r for r in pool_rows}
     steps = np.array([truth[i]["true_difficulty"] for i in scores["id"]])
-    family = [truth[i]["source"] for i in scores["id"]]
+    family = [truth[i].get("family", truth[i]["source"]) for i in scores["id"]]
     out = {
         "spearman_difficulty_early_window": float(spearmanr(scores["difficulty"], steps).statistic),
         "spearman_base_loss_early_window": float(spearmanr(scores["base_loss_100"], steps).statistic),
@@ -234,16 +328,35 @@ def validate_scores(scores: Any, pool_rows: list[dict[str, Any]]) -> dict[str, f
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The results table printed at the end of the demo."""
-    lines = [f"{'method':<10} {'n':>5} {'acc':>6} {'low-q':>6} {'steps':>6}  accuracy by difficulty 1..6",
-             "-" * 78]
+    """The results table printed at the end of the demo, and one or two sentences on what it shows."""
+    steps = list(next(iter(results["methods"].values()))["by_difficulty"])
+    lines = [f"{'method':<12} {'n':>5} {'acc':>6} {'low-q':>6} {'steps':>6}  accuracy by difficulty "
+             f"{steps[0]}..{steps[-1]}", "-" * 90]
     for m, r in results["methods"].items():
         by = " ".join(f"{v:.2f}" for v in r["by_difficulty"].values())
-        lines.append(f"{m:<10} {r['n']:>5} {r['accuracy']:>6.3f} {r['low_quality_share']:>6.2f} "
+        lines.append(f"{m:<12} {r['n']:>5} {r['accuracy']:>6.3f} {r['low_quality_share']:>6.2f} "
                      f"{r['mean_true_difficulty']:>6.2f}  {by}")
     lines.append(f"θ₀ (no SFT) accuracy: {results['base_accuracy']:.3f}")
     v = results["validation"]
     lines.append(f"Spearman(θ_rnd early-window loss, true steps) = {v['spearman_difficulty_early_window']:.3f}; "
                  f"Spearman(full-trace loss, true steps) = {v['spearman_full_trace_loss']:.3f}; "
                  f"NMI(loss-vector clusters, families) = {v['nmi_loss_vector_clusters_vs_families']:.3f}")
+    lines.append(summary_sentence(results))
     return "\n".join(lines)
+
+
+def summary_sentence(results: dict[str, Any]) -> str:
+    """What the table shows, in words, whichever way it came out."""
+    m = results["methods"]
+    if "temp" not in m or "random" not in m:
+        return ""
+    t, r = m["temp"]["accuracy"], m["random"]["accuracy"]
+    gap = t - r
+    verdict = ("TEMP's subset beat the random one" if gap > 0 else "TEMP's subset did not beat the random one"
+               if gap < 0 else "TEMP's and the random subset tied")
+    text = (f"{verdict} by {abs(gap) * 100:.1f} points ({t:.3f} vs {r:.3f}) on one seed; "
+            f"TEMP took {m['temp']['low_quality_share']:.0%} low-quality traces and {m['temp']['mean_true_difficulty']:.1f} "
+            f"steps on average (random: {m['random']['low_quality_share']:.0%}, {m['random']['mean_true_difficulty']:.1f}).")
+    if "full" in m:
+        text += f" The whole pool reached {m['full']['accuracy']:.3f}."
+    return text + " One seed is noisy: BENCHMARKS.md has the comparison over seeds with intervals."

@@ -1,4 +1,10 @@
-"""The synthetic world's models: θ₀ pretrained on one-step facts and the first steps of problems.
+"""The synthetic worlds' base models θ₀ (v1: ``BaseRecipe``; v2: ``BaseRecipeV2``).
+
+v2 (docs/synth-world-v2.md): a word-tokenizer Llama pretrained on one-step facts and on whole
+problems solved in a terse textbook form, so chaining is latent and SFT elicits the long-CoT form.
+Shipped in ``synth/base_model_v2/``; otherwise as v1 below.
+
+v1: θ₀ pretrained on one-step facts and the first steps of problems.
 
 θ₀ is a small Llama-style model with a character tokenizer, pretrained (plain causal LM, no chat
 template) on ``pretraining_corpus``: one-step facts such as ``7+5=12`` or ``(9*3)%7=6``, whole
@@ -29,6 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -41,7 +48,9 @@ from reasonsift.synth.tasks import CHARSET
 logger = logging.getLogger(__name__)
 
 CORPUS_VERSION = 4  # bump whenever tasks.py or pretraining_corpus change the text θ₀ is trained on
+CORPUS_VERSION_V2 = 1  # the same for v2/tasks.py and v2/generate.py (the vocabulary comes from their text)
 SHIPPED = Path(__file__).parent / "base_model"  # θ₀ of the default recipe, built by scripts/build_synth_base.py
+SHIPPED_V2 = Path(__file__).parent / "base_model_v2"  # θ₀ of the default v2 recipe (--world v2)
 RECIPE_FILE = "recipe.json"
 
 
@@ -59,11 +68,36 @@ class BaseRecipe:
     steps: int = 3000
     learning_rate: float = 3e-3
     seed: int = 0
+    world: ClassVar[str] = "v1"
 
 
-def recipe_hash(recipe: BaseRecipe) -> str:
+@dataclass(frozen=True)
+class BaseRecipeV2:
+    """How world v2's θ₀ is built; every field is part of the hash that names it."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4  # head_dim 32: also what vLLM's CPU attention accepts
+    corpus_items: int = 36_000
+    solution_share: float = 0.7  # share of corpus items that are whole problems in the terse form
+    seq_len: int = 512  # tokens per training row (several items packed)
+    batch_size: int = 16
+    steps: int = 500
+    learning_rate: float = 3e-3
+    seed: int = 0
+    world: ClassVar[str] = "v2"
+
+
+def recipe_hash(recipe: BaseRecipe | BaseRecipeV2) -> str:
     """The name of θ₀ for this recipe and this version of the world's text."""
+    if recipe.world == "v2":
+        return config_hash({**asdict(recipe), "world": "v2", "corpus_version": CORPUS_VERSION_V2})
     return config_hash({**asdict(recipe), "charset": CHARSET, "corpus_version": CORPUS_VERSION})
+
+
+def shipped_folder(recipe: BaseRecipe | BaseRecipeV2) -> Path:
+    """Where the package ships θ₀ of this recipe's world."""
+    return SHIPPED_V2 if recipe.world == "v2" else SHIPPED
 
 
 def cache_root() -> Path:
@@ -102,7 +136,7 @@ def pretrain(model: torch.nn.Module, rows: torch.Tensor, recipe: BaseRecipe, pro
     return losses
 
 
-def write_base_model(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict:
+def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: bool = True) -> dict:
     """Pretrain θ₀ from scratch and save it (weights, tokenizer, ``recipe.json``) to ``out``.
 
     Written to a temporary folder and renamed, so an interrupted build is never mistaken for θ₀.
@@ -110,15 +144,25 @@ def write_base_model(recipe: BaseRecipe, out: Path, progress: bool = True) -> di
     """
     start = time.time()
     torch.manual_seed(recipe.seed)
-    tokenizer = char_tokenizer(CHARSET)
-    model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-                             num_heads=recipe.num_heads, max_position_embeddings=1024, seed=recipe.seed)
-    rows = _rows(tokenizer, pretraining_corpus(recipe.corpus_lines, recipe.seed, recipe.problem_share),
-                 recipe.seq_len)
+    if recipe.world == "v2":
+        from reasonsift.synth.v2.generate import pretraining_corpus as corpus_v2, world_tokenizer
+
+        tokenizer = world_tokenizer()
+        model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                                 num_heads=recipe.num_heads, max_position_embeddings=2048, tie_word_embeddings=True,
+                                 seed=recipe.seed)
+        lines = corpus_v2(recipe.corpus_items, recipe.seed, recipe.solution_share)
+    else:
+        tokenizer = char_tokenizer(CHARSET)
+        model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                                 num_heads=recipe.num_heads, max_position_embeddings=1024, seed=recipe.seed)
+        lines = pretraining_corpus(recipe.corpus_lines, recipe.seed, recipe.problem_share)
+    rows = _rows(tokenizer, lines, recipe.seq_len)
     logger.info("building θ₀ (%.2fM params) on %d rows of %d characters into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
     losses = pretrain(model, rows, recipe, progress)
-    info = {"recipe": asdict(recipe), "hash": recipe_hash(recipe), "corpus_version": CORPUS_VERSION,
+    info = {"recipe": asdict(recipe), "world": recipe.world, "hash": recipe_hash(recipe),
+            "corpus_version": CORPUS_VERSION_V2 if recipe.world == "v2" else CORPUS_VERSION,
             "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), "seconds": round(time.time() - start, 1)}
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
@@ -132,19 +176,19 @@ def write_base_model(recipe: BaseRecipe, out: Path, progress: bool = True) -> di
     return info
 
 
-def shipped_hash() -> str | None:
-    """The recipe hash of the checkpoint shipped in the package, or None when there is none."""
-    path = SHIPPED / RECIPE_FILE
-    if not (path.exists() and (SHIPPED / "model.safetensors").exists()):
+def shipped_hash(folder: Path = SHIPPED) -> str | None:
+    """The recipe hash of the checkpoint shipped in ``folder``, or None when there is none."""
+    path = folder / RECIPE_FILE
+    if not (path.exists() and (folder / "model.safetensors").exists()):
         return None
     return json.loads(path.read_text()).get("hash")
 
 
-def build_base_model(recipe: BaseRecipe = BaseRecipe(), progress: bool = True) -> Path:
+def build_base_model(recipe: BaseRecipe | BaseRecipeV2 = BaseRecipe(), progress: bool = True) -> Path:
     """Return the folder of θ₀ for this recipe: the shipped one, a cached one, or a fresh build."""
     key = recipe_hash(recipe)
-    if shipped_hash() == key:
-        return SHIPPED
+    if shipped_hash(shipped_folder(recipe)) == key:
+        return shipped_folder(recipe)
     out = cache_root() / f"synth-base-{key}"
     marker = out / "model.safetensors"
     if is_done(marker):
@@ -190,4 +234,39 @@ def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict
             for (kind, _, target), ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
                 text = tok.decode(ids, skip_special_tokens=True)
                 hits.setdefault(kind, []).append(text.split("\n")[0] == target)
+    return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+
+
+def probe_base_model_v2(model_dir: str | Path, n: int = 80, seed: int = 0, max_new_tokens: int = 640) -> dict[str, float]:
+    """World v2: greedy accuracy of a model on held-out problems in the *terse* form it was pretrained
+    on ("problem : … . solution :" → "… the result is X ."), per family and for K ≤ 10 / K > 10.
+
+    This measures the latent capability θ₀ brings to SFT (the chat/long-CoT form is what SFT adds).
+    Problems come from a stream the corpus never uses.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasonsift.synth.v2.tasks import FAMILIES, MAX_STEPS, answer_of, make_problem, solve
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    rng = random.Random(f"v2-probe-{seed}")
+    items = []
+    for i in range(n):
+        problem = make_problem(FAMILIES[i % len(FAMILIES)], rng, 1 + (i // len(FAMILIES)) % MAX_STEPS)
+        items.append((problem.family, len(problem.ops), f"problem : {problem.prompt} . solution :",
+                      answer_of(problem, solve(problem))))
+    hits: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for start in range(0, len(items), 40):
+            batch = items[start:start + 40]
+            enc = tok(["\n" + c for *_, c, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            for (family, k, _, gold), ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+                text = tok.decode(ids, skip_special_tokens=True).split("\n")[0]
+                ok = f"the result is {gold} ." in text
+                hits.setdefault(family, []).append(ok)
+                hits.setdefault("K<=10" if k <= 10 else "K>10", []).append(ok)
+                hits.setdefault("all", []).append(ok)
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}

@@ -59,11 +59,14 @@ def loss_summary(log_history: list[dict[str, Any]], every: int) -> dict[str, Any
 
 def print_windows(callback_cls: type, every: int) -> TrainerCallback:
     """A console callback (``ProgressCallback`` / ``PrinterCallback``) that prints the loss once per window
-    of ``every`` steps (and at the first and last step) as the window's mean, not each step's log."""
+    of ``every`` steps (and at the first and last step) as the window's mean, not each step's log;
+    ``every=0``: no log lines at all (a progress bar stays a bar)."""
 
     class WindowPrinter(callback_cls):  # type: ignore[misc, valid-type]
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> Any:
+            if every == 0:
+                return None
             if logs and "loss" in logs:
                 step = state.global_step
                 if step % max(1, every) and step != 1 and step < state.max_steps:

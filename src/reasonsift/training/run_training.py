@@ -215,8 +215,8 @@ The loss is the mean per-token loss over loss tokens of each accumulated batch (
 """
 
 
-def _log_every_step(trainer: Any, every: int) -> None:
-    """Log every step's loss (``losslog``); the console still prints once per ``every`` steps."""
+def _log_every_step(trainer: Any, every: int, log_lines: bool = True) -> None:
+    """Log every step's loss (``losslog``); the console prints once per ``every`` steps, or never."""
     from transformers import PrinterCallback, ProgressCallback
 
     from reasonsift.training.losslog import EveryStepLog, print_windows
@@ -225,7 +225,7 @@ def _log_every_step(trainer: Any, every: int) -> None:
     for cls in (ProgressCallback, PrinterCallback):
         if any(type(cb) is cls for cb in trainer.callback_handler.callbacks):
             trainer.remove_callback(cls)
-            trainer.add_callback(print_windows(cls, every))
+            trainer.add_callback(print_windows(cls, every if log_lines else 0))
 
 
 def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resumed: Path | None,
@@ -247,10 +247,11 @@ def _report(trainer: Any, stats: dict, data: str, out: Path, configs: dict, resu
 
 
 def run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, log_lines: bool = True) -> dict[str, Any]:
     """Fine-tune ``configs['model'].model`` on DATA; returns the train report (also in OUT).
 
-    The config, data and model folder are checked before OUT is created, and OUT is owned
+    ``log_lines=False`` keeps the progress bar but prints no loss lines (the demo: the curve is in
+    ``train_report.json``). The config, data and model folder are checked before OUT is created, and OUT is owned
     (``run_lock``) for the whole run; the processes of one ``accelerate``/``torchrun`` launch share it.
     """
     cfg: TrainConfig = configs["train"]
@@ -261,11 +262,11 @@ def run_training(data: str, configs: dict[str, Any], out: str | Path, command: s
     check_model_files(configs["model"].model, configs["model"])
     data_id = source_id(data)
     with run_lock(Path(out), lock_key("train", data_id, config_to_dict(configs)), "train", command):
-        return _run_training(data, configs, out, command, progress)
+        return _run_training(data, configs, out, command, progress, log_lines)
 
 
 def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: str = "",
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, log_lines: bool = True) -> dict[str, Any]:
     """``run_training`` once OUT is owned."""
     from reasonsift.training.trainer import ObjectiveTrainer  # imports trl: only when training
 
@@ -297,7 +298,7 @@ def _run_training(data: str, configs: dict[str, Any], out: str | Path, command: 
     trainer = ObjectiveTrainer(model=model, args=sft_config(cfg, out, bf16, progress), train_dataset=dataset,
                                processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)
     trainer.objective = cfg.objective
-    _log_every_step(trainer, cfg.logging_steps)
+    _log_every_step(trainer, cfg.logging_steps, log_lines)
     if trainer.is_world_process_zero():  # before the first checkpoint, so a resume can check against it
         save_config(out / "config.yaml", config_to_dict(configs), command)
         write_json_atomic(out / MANIFEST, manifest)
