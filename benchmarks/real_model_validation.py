@@ -478,6 +478,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/real_model_validation[_quick])")
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--model", type=Path, help="θ₀ folder instead of SmolLM2 (e.g. a tiny model to test the script)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=N",
+                   help="override a size of the chosen preset (e.g. sky=12 sky_cap=2048); printed with the sizes")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
@@ -486,7 +488,12 @@ def main() -> None:
     from scripts.real_model import real_model_dir
 
     size = "quick" if args.quick else "lean" if args.lean else "full"
-    z = SIZES[size]
+    z = dict(SIZES[size])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in z or not value.isdigit():
+            p.error(f"--set {item}: expected KEY=N with KEY one of {', '.join(z)}")
+        z[key] = int(value)
     out = args.out or Path("/tmp/real_model_validation" + ("" if size == "full" else f"_{size}"))
     out.mkdir(parents=True, exist_ok=True)
     model = args.model or real_model_dir()

@@ -10,12 +10,13 @@ import pytest
 from reasonsift.cli import main
 
 
-def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
+def test_quick_demo_v1_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))  # build θ₀ from scratch
     out = tmp_path / "demo"
     assert main(["demo", "--methods", "temp", "nonsense", "--out", str(out)]) == 2  # refused before any work
     assert "nonsense" in capsys.readouterr().err and not out.exists()
-    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--methods", "temp", "random", "cft"]) == 0
+    assert main(["demo", "--quick", "--world", "v1", "--out", str(out), "--quiet", "--methods", "temp", "random",
+                 "cft"]) == 0
     printed = capsys.readouterr().out
     assert "temp" in printed and "random" in printed and "cft" in printed and "Spearman" in printed
     results = json.loads((out / "demo_results.json").read_text())
@@ -49,3 +50,34 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "run" / "report.json").read_text())["selection"]["method"] == "temp"
     # θ₀ was cached: a second demo in another folder reuses it.
     assert len(list((tmp_path / "cache").glob("synth-base-*/model.safetensors.done"))) == 1
+
+
+def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
+    """World v2 at the quick size: the full arm, the numbers-mask CFT arm, radii set from ‖θ_f − θ₀‖,
+    the world's properties, and a second seed that reuses the first one's pool, θ_f and scores."""
+    from reasonsift.synth.demo import QUICK, direction_norm, run_demo
+
+    monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))
+    shared = tmp_path / "shared"
+    first = run_demo(tmp_path / "s0", seed=0, progress=False, methods=("temp", "random", "full", "cft-numbers"),
+                     shared=shared, world_seed=0)
+    theta_0 = next((tmp_path / "cache").glob("synth-base-*"))
+    distance = direction_norm(theta_0, shared / "models" / "theta_f")
+    assert first["theta_f_distance"] == pytest.approx(distance) and distance > 0
+    assert first["radii"] == pytest.approx([QUICK.relative_radii[0] * distance, QUICK.relative_radii[1] * distance])
+    import yaml
+
+    score = yaml.safe_load((shared / "run" / "config.yaml").read_text())["score"]
+    assert [score["min_radius"], score["final_radius"]] == pytest.approx(first["radii"])  # what TEMP scored with
+    p = first["properties"]
+    assert p["window_share"] == pytest.approx(QUICK.short_tokens / p["median_trace_tokens"])
+    assert p["median_trace_tokens"] > 3 * QUICK.short_tokens  # long traces: the early window is a prefix
+    # numbers masks: the random subset's rows, the share of masked tokens in (0, 1)
+    assert 0 < first["methods"]["cft-numbers"]["critical_share"] < 1
+    assert first["methods"]["full"]["n"] == QUICK.pool
+    scored = (shared / "run" / "scores.parquet").stat().st_mtime
+    second = run_demo(tmp_path / "s1", seed=1, progress=False, methods=("temp", "random"), shared=shared, world_seed=0)
+    assert (shared / "run" / "scores.parquet").stat().st_mtime == scored  # scored once for both seeds
+    assert second["validation"] == first["validation"]
+    assert (shared / "run" / "select" / "random-12-seed1").is_dir() and (shared / "run" / "select" / "random-12-seed0").is_dir()
+    assert "seed" in second and second["world_seed"] == 0

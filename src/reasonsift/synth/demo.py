@@ -52,9 +52,9 @@ class DemoSize:
     subset_epochs: float = 3.0  # ... and every subset: the same epochs, as the paper trains them
     learning_rate: float = 1e-3
     batch_size: int = 16
-    max_length: int = 1280  # prompt + response tokens in SFT (the longest v2 traces are ~1,250)
+    max_length: int = 1600  # prompt + response tokens in SFT (the longest v2 traces are ~1,400)
     num_checkpoints: int = 8
-    max_new_tokens: int = 1100  # evaluation: the longest clean v2 trace is about 1,250 tokens with its checks
+    max_new_tokens: int = 1400  # evaluation: the longest clean v2 trace is about 1,400 tokens with its checks
     short_tokens: int = 100  # the difficulty window, in the world's tokens
     long_tokens: int = 1000  # the loss-vector window
     noise: Literal["calibrate", "fixed"] = "calibrate"

@@ -48,7 +48,7 @@ from reasonsift.synth.tasks import CHARSET
 logger = logging.getLogger(__name__)
 
 CORPUS_VERSION = 4  # bump whenever tasks.py or pretraining_corpus change the text θ₀ is trained on
-CORPUS_VERSION_V2 = 1  # the same for v2/tasks.py and v2/generate.py (the vocabulary comes from their text)
+CORPUS_VERSION_V2 = 2  # the same for v2/tasks.py and v2/generate.py (the vocabulary comes from their text)
 SHIPPED = Path(__file__).parent / "base_model"  # θ₀ of the default recipe, built by scripts/build_synth_base.py
 SHIPPED_V2 = Path(__file__).parent / "base_model_v2"  # θ₀ of the default v2 recipe (--world v2)
 RECIPE_FILE = "recipe.json"
@@ -78,11 +78,11 @@ class BaseRecipeV2:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4  # head_dim 32: also what vLLM's CPU attention accepts
-    corpus_items: int = 36_000
+    corpus_items: int = 24_000
     solution_share: float = 0.7  # share of corpus items that are whole problems in the terse form
     seq_len: int = 512  # tokens per training row (several items packed)
     batch_size: int = 16
-    steps: int = 500
+    steps: int = 600
     learning_rate: float = 3e-3
     seed: int = 0
     world: ClassVar[str] = "v2"

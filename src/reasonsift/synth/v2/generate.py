@@ -38,8 +38,8 @@ class Source:
 
 SOURCES: dict[str, Source] = {
     "textbook": Source(0.3, (1, 8), 0.03, ("wrong_step", "truncated"), Style(check=0.10, wait=0.00, verify_from=99)),
-    "olympiad": Source(0.2, (8, 20), 0.05, ("wrong_step", "truncated"), Style(check=0.50, wait=0.10, verify_from=1)),
-    "forum": Source(0.3, (1, 20), 0.35, ("wrong_step", "truncated", "loop"), Style(check=0.15, wait=0.05, verify_from=8)),
+    "olympiad": Source(0.2, (8, 16), 0.05, ("wrong_step", "truncated"), Style(check=0.50, wait=0.10, verify_from=1)),
+    "forum": Source(0.3, (1, 16), 0.35, ("wrong_step", "truncated", "loop"), Style(check=0.15, wait=0.05, verify_from=8)),
     "distilled": Source(0.2, (4, 14), 0.25, ("loop", "loop", "wrong_step"), Style(check=0.30, wait=0.15, verify_from=4)),
 }
 
@@ -75,7 +75,7 @@ def _loop_lines(problem: Any, lines: list[str], rng: random.Random, style: Style
     repeat = [step_line(j + 1, problem, steps[j], rng, Style(check=0.0, wait=0.0)),
               f"wait , let me redo step {j + 1} ."]
     target = rng.randint(600, 1200)
-    out = list(head)
+    out = list(head) + repeat * 3  # a loop repeats, even when the trace is already long when it starts
     while approx_tokens("\n".join(out)) < target:
         out += repeat
     return out

@@ -17,11 +17,11 @@ Families (K = operations):
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 FAMILIES = ("arith", "mod", "list", "subst")
-MAX_STEPS = 20
+MAX_STEPS = 16
 ANSWER_PREFIX = "answer: "
 LIST_OPS = ("reverse", "sort", "rotate", "drop first", "drop max", "add 1")
 ARITH_MAX = 60  # clean arith/subst values stay in 0..ARITH_MAX, so every number is a common token
@@ -47,6 +47,7 @@ class Step:
     op_text: str  # "* 2", "reverse", "c = b * 2"
     work: str  # "10 * 2 = 20"
     check: str  # "20 / 2 = 10 , yes"
+    rest: str = ""  # the operations still to do after this one ("- 4 , + 9"; subst: known values substituted)
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,20 @@ def solve(problem: Problem, corrupt: tuple[int, int] | None = None) -> list[Step
             env[name] = v
             step = Step(state, (name, v), f"{name} = {ref} {sym} {operand}", f"{name} = {x} {sym} {y} = {v}",
                         _inverse(v, sym, y) + " , yes")
-        steps.append(step)
+        steps.append(replace(step, rest=_rest(problem, i + 1, env)))
         state = step.after
     return steps
+
+
+def _rest(problem: Problem, i: int, env: dict[str, int]) -> str:
+    """Operations i.. as a trace restates them; subst with every known value substituted, so the
+    next definition's operands are numbers on the line above (a tiny model copies, never searches)."""
+    if problem.family == "subst":
+        val = lambda v: str(env.get(v, v)) if isinstance(v, str) else str(v)  # noqa: E731
+        return " , ".join(f"{n} = {val(r)} {s} {val(o)}" for n, r, s, o in problem.ops[i:])
+    if problem.family == "list":
+        return " , ".join(problem.ops[i:])
+    return " , ".join(f"{s} {k}" for s, k in problem.ops[i:])
 
 
 def answer_of(problem: Problem, steps: list[Step]) -> str:
@@ -270,18 +282,22 @@ def _wrong_work(problem: Problem, step: Step, rng: random.Random) -> str:
 
 
 def step_line(i: int, problem: Problem, step: Step, rng: random.Random, style: Style, allow_extras: bool = True) -> str:
-    """``step i : the next operation is … . <work> . so the value is now … .`` with maybe a wait/check."""
+    """``step i : <work> . so the value is now … . still to do : … .``, maybe with a wait or a check.
+
+    The line restates what is left, as v1's traces did: every step needs only the line above it
+    (its operation is the first one still to do), never a pointer back into the prompt, which a
+    1M-parameter model cannot learn to follow (the first v2 θ₀, without it: 4% in its own form).
+    """
     state = fmt_state(problem.family, step.after)
     what = "the list" if problem.family == "list" else "the value"
-    head = f"step {i} : the next operation is {step.op_text} ."
     body = f"{step.work} ."
     if allow_extras and rng.random() < style.wait:
-        wrong = _wrong_work(problem, step, rng)
-        if wrong:
-            body = f"{wrong} . wait , that is not right . {step.work} ."
-    line = f"{head} {body} so {what} is now {state} ."
+        body = f"{_wrong_work(problem, step, rng)} . wait , that is not right . {step.work} ."
+    line = f"step {i} : {body} so {what} is now {state} ."
     if allow_extras and rng.random() < style.check:
         line += f" check : {step.check} ."
+    if step.rest:
+        line += f" still to do : {step.rest} ."
     return line
 
 
@@ -305,10 +321,11 @@ def render(problem: Problem, steps: list[Step], rng: random.Random, style: Style
 
 
 def terse_solution(problem: Problem) -> str:
-    """The "other form" θ₀ is pretrained on: problem, then every step's work on one line."""
+    """The "other form" θ₀ is pretrained on: problem, then every step's work and what is left on one line
+    ("7 + 3 = 10 ( left * 2 , - 4 ) , 10 * 2 = 20 ( left - 4 ) , 20 - 4 = 16 . the result is 16 .")."""
     steps = solve(problem)
-    return (f"problem : {problem.prompt} . solution : " + " , ".join(s.work for s in steps)
-            + f" . the result is {answer_of(problem, steps)} .")
+    works = [s.work + (f" ( left {s.rest} )" if s.rest else "") for s in steps]
+    return f"problem : {problem.prompt} . solution : " + " , ".join(works) + f" . the result is {answer_of(problem, steps)} ."
 
 
 def fact(rng: random.Random) -> str:

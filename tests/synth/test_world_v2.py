@@ -1,0 +1,214 @@
+"""World v2's invariants (docs/synth-world-v2.md), checked against an independent re-derivation.
+
+The reference below parses the prompt text and evaluates with Python's own arithmetic, so a bug in
+``reasonsift.synth.v2.tasks`` cannot hide in a shared helper.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+
+import pytest
+
+from reasonsift.synth.v2 import FAMILIES, MAX_STEPS, SOURCES, generate_eval, generate_pool, pretraining_corpus
+from reasonsift.synth.v2.generate import approx_tokens
+
+ANSWER = re.compile(r"^answer: (.*)$", re.MULTILINE)
+
+
+def reference(prompt: str) -> tuple[str, list[str]]:
+    """(answer, intermediate states as written) of a v2 prompt, from its text alone."""
+    if prompt.startswith("compute "):
+        tokens = prompt[len("compute "):-len(" left to right")].split()
+        x, states = int(tokens[0]), []
+        for sym, k in zip(tokens[1::2], tokens[2::2]):
+            x = eval(f"{x}{sym}{k}")  # noqa: S307 - our own digits and + - *
+            states.append(str(x))
+        return str(x), states
+    if prompt.startswith("mod "):
+        m = int(prompt.split()[1])
+        tokens = prompt.split(" : ")[1][:-len(" step by step")].split()
+        r, states = int(tokens[0]), []
+        for sym, k in zip(tokens[1::2], tokens[2::2]):
+            r = eval(f"{r}{sym}{k}") % m  # noqa: S307
+            states.append(str(r))
+        return str(r), states
+    if prompt.startswith("list "):
+        head, ops = prompt[len("list "):].split(" do ")
+        xs, states = [int(v) for v in head.strip("[]").split(",")], []
+        for op in ops.split(" , "):
+            xs = {"reverse": lambda v: v[::-1], "sort": sorted, "rotate": lambda v: v[1:] + v[:1],
+                  "drop first": lambda v: v[1:], "add 1": lambda v: [a + 1 for a in v],
+                  "drop max": lambda v: v[:v.index(max(v))] + v[v.index(max(v)) + 1:]}[op](list(xs))
+            states.append("[" + ",".join(map(str, xs)) + "]")
+        return states[-1], states
+    assert prompt.startswith("let ")
+    body, target = prompt[len("let "):].split(" find ")
+    env: dict[str, int] = {}
+    states = []
+    for definition in body.split(" , "):
+        name, expr = definition.split(" = ")
+        env[name] = eval(expr, {}, dict(env))  # noqa: S307 - "b + 2", "c * 2", "d - a"
+        if name != "a":
+            states.append(str(env[name]))
+    return str(env[target]), states
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[dict]:
+    return generate_pool(1200, seed=3)
+
+
+def test_gold_answers_and_clean_traces_match_the_reference(pool: list[dict]) -> None:
+    clean = [r for r in pool if not r["low_quality"]]
+    assert len(clean) > 900
+    for row in pool:
+        answer, states = reference(row["prompt"])
+        assert row["answer"] == answer, row["prompt"]
+        assert len(states) == row["true_difficulty"]
+    for row in clean:
+        assert ANSWER.findall(row["response"]) == [row["answer"]]
+        _, states = reference(row["prompt"])
+        # every step states the value it reaches, in order: "so the value is now 16 ." / "so the list is now [..] ."
+        written = re.findall(r"so the (?:value|list) is now (\S+) \.", row["response"])
+        assert written == states
+        assert len(re.findall(r"^step \d+ :", row["response"], re.MULTILINE)) == row["true_difficulty"]
+
+
+def test_each_step_needs_only_the_line_above(pool: list[dict]) -> None:
+    """State-carrying lines: a step's operation is the first one the line above left to do, and the
+    value it starts from is the one the line above reached (no pointer back into the prompt)."""
+    for row in pool:
+        if row["low_quality_kind"] in ("truncated", "loop"):
+            continue
+        steps = [x for x in row["response"].split("\n") if x.startswith("step ")]
+        for above, line in zip(steps, steps[1:]):
+            todo = re.search(r"still to do : (.*) \.$", above).group(1).split(" , ")
+            value = re.search(r"so the (?:value|list) is now (\S+) \.", above).group(1)
+            work = line.split(" : ", 1)[1]
+            if row["family"] == "arith":
+                assert work.startswith(f"{value} {todo[0]} = ")
+            elif row["family"] == "mod":
+                sym_k = todo[0]
+                assert work.startswith(f"( {value} {sym_k} ) mod ")
+            elif row["family"] == "list":
+                assert work.startswith(f"{todo[0]} {value} = ")
+            else:
+                name, expr = todo[0].split(" = ")
+                assert work.startswith(f"{name} = {expr} = ") and expr.split()[0] == value
+        assert "still to do" not in steps[-1] or row["low_quality_kind"]
+
+
+def test_every_written_equation_is_true_except_the_wrong_step(pool: list[dict]) -> None:
+    """Work and checks: "x op k = v" holds; a back-tracking "wait" line corrects a false one."""
+    eq = re.compile(r"(?<![\w)])(-?\d+) ([-+*/]) (\d+) = (-?\d+)")
+    for row in pool:
+        if row["family"] not in ("arith", "subst") or row["low_quality_kind"] in ("wrong_step", "truncated"):
+            continue  # (a truncated trace may end inside a "wait" line)
+        for line in row["response"].split("\n"):
+            found = eq.findall(line)
+            truths = [int(eval(f"{a}{op}{b}")) == int(v) for a, op, b, v in found]  # noqa: S307
+            if "wait , that is not right" in line:  # the first is the slip, the others are true
+                assert truths[0] is False and all(truths[1:]), line
+            else:
+                assert all(truths), line
+
+
+def test_low_quality_kinds(pool: list[dict]) -> None:
+    kinds = Counter(r["low_quality_kind"] for r in pool if r["low_quality"])
+    assert set(kinds) == {"wrong_step", "truncated", "loop"} and min(kinds.values()) > 15
+    for row in pool:
+        found = ANSWER.findall(row["response"])
+        if row["low_quality_kind"] == "wrong_step":  # a confident trace that reaches a wrong answer
+            assert len(found) == 1 and found[0] != row["answer"]
+            written = re.findall(r"so the (?:value|list) is now (\S+) \.", row["response"])
+            first_bad = next(i for i, (w, s) in enumerate(zip(written, reference(row["prompt"])[1])) if w != s)
+            assert written[-1] == found[0] and first_bad < len(written)  # the error propagates to the answer
+        elif row["low_quality_kind"] == "truncated":  # a strict prefix, cut before its answer line
+            assert not found and len(row["response"]) > 0
+        elif row["low_quality_kind"] == "loop":  # the same lines over and over, never an answer
+            lines = row["response"].split("\n")
+            top, count = Counter(lines).most_common(1)[0]
+            assert not found and count >= 3 and top.startswith(("step", "wait"))
+            assert approx_tokens(row["response"]) >= 600
+
+
+def test_sources_shares_difficulty_and_quality(pool: list[dict]) -> None:
+    by_source = Counter(r["source"] for r in pool)
+    assert set(by_source) == set(SOURCES)
+    for name, src in SOURCES.items():
+        rows = [r for r in pool if r["source"] == name]
+        assert abs(len(rows) / len(pool) - src.share) < 0.05, name
+        assert all(src.steps[0] <= r["true_difficulty"] <= src.steps[1] for r in rows), name
+        assert {r["low_quality_kind"] for r in rows if r["low_quality"]} <= set(src.kinds)
+    low = {name: sum(r["low_quality"] for r in pool if r["source"] == name) / by_source[name] for name in SOURCES}
+    assert low["forum"] > 0.2 > 0.1 > low["textbook"]  # sources differ in quality as M23K's do
+    assert Counter(r["family"] for r in pool).keys() == set(FAMILIES)
+
+
+def test_traces_are_long_and_the_windows_mean_something(pool: list[dict]) -> None:
+    lengths = [approx_tokens(r["response"]) for r in pool]
+    assert statistics.median(lengths) >= 300  # the 100-token window is a prefix of at most a third
+    assert sum(n > 1000 for n in lengths) >= 0.02 * len(pool)  # the 1,000-token window cuts the longest
+    clean = [r for r in pool if not r["low_quality"] and r["source"] == "olympiad"]
+    assert max(approx_tokens(r["response"]) for r in clean) > 1000  # clean traces too, not only loops
+    # the opening and plan depend on the problem: its operations and its size
+    row = next(r for r in pool if r["family"] == "arith" and r["true_difficulty"] >= 10 and not r["low_quality"])
+    opening, plan = row["response"].split("\n")[:2]
+    assert f"apply {row['true_difficulty']} operations" in opening and "this is long" in plan
+
+
+def test_word_tokenizer_one_token_per_piece_no_unknowns_exact_round_trip() -> None:
+    from reasonsift.synth.world import SHIPPED_V2
+
+    if not (SHIPPED_V2 / "tokenizer.json").exists():
+        pytest.skip("θ₀ v2 not shipped in this checkout")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(SHIPPED_V2))
+    for row in generate_pool(300, seed=12345):  # a seed the vocabulary was not built from
+        text = row["prompt"] + "\n" + row["response"]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == text
+        assert len(ids) == approx_tokens(text)
+
+
+def test_determinism_and_row_independence() -> None:
+    assert generate_pool(50, 4) == generate_pool(50, 4)
+    assert generate_pool(80, 4)[:50] == generate_pool(50, 4)
+    assert generate_pool(50, 4) != generate_pool(50, 5)
+    assert pretraining_corpus(100, 0) == pretraining_corpus(100, 0)
+
+
+def test_eval_covers_every_cell_and_is_disjoint_from_the_pool(pool: list[dict]) -> None:
+    rows = generate_eval(2, seed=4, exclude_prompts={r["prompt"] for r in pool})
+    cells = Counter((r["family"], r["true_difficulty"]) for r in rows)
+    assert len(cells) == len(FAMILIES) * MAX_STEPS and set(cells.values()) == {2}
+    assert not {r["question"] for r in rows} & {r["prompt"] for r in pool}
+    for r in rows:
+        assert reference(r["question"])[0] == r["answer"]
+
+
+def test_pretraining_corpus_holds_the_capability_but_not_the_long_cot_form() -> None:
+    corpus = pretraining_corpus(2000, 0)
+    solutions = [x for x in corpus if x.startswith("problem : ")]
+    assert 0.6 < len(solutions) / len(corpus) < 0.8
+    assert max(len(reference(x[len("problem : "):x.index(" . solution :")])[1]) for x in solutions) == MAX_STEPS
+    for x in solutions:  # the terse solution reaches the reference answer
+        prompt = x[len("problem : "):x.index(" . solution :")]
+        assert x.endswith(f"the result is {reference(prompt)[0]} .")
+    text = "\n".join(corpus)
+    for form in ("step 1 :", "answer:", "plan :", "check :", "wait ,", "let me verify", "still to do"):
+        assert form not in text
+
+
+def test_shipped_v2_base_model_matches_its_recipe() -> None:
+    """θ₀ v2 ships with the package and its hash is the default recipe's (scripts/build_synth_base.py
+    --world v2 rebuilds it; bump CORPUS_VERSION_V2 when the world's text changes)."""
+    from reasonsift.synth.world import SHIPPED_V2, BaseRecipeV2, build_base_model, recipe_hash, shipped_hash
+
+    assert shipped_hash(SHIPPED_V2) == recipe_hash(BaseRecipeV2())
+    assert build_base_model(BaseRecipeV2(), progress=False) == SHIPPED_V2
