@@ -5,7 +5,7 @@ capability in θ₀); ``world="v1"`` runs the first, character-level world (issu
 
 1. load θ₀ (shipped in the package; built and cached for other recipes), a tiny model pretrained on
    the world's facts and (v2) whole problems solved in a terse form;
-2. generate a pool of traces (v2: four families, 1-20 steps, four sources, some low-quality) and
+2. generate a pool of traces (v2: four families, 1-16 steps, four sources, some low-quality) and
    held-out problems;
 3. θ_f = θ₀ fine-tuned on the whole pool (as the paper does for M23K); the directional radii are
    set relative to ‖θ_f − θ₀‖ (v2);

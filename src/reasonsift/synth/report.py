@@ -63,11 +63,28 @@ def _accuracy_table(results: dict[str, Any]) -> str:
     return svg_accuracy_bars(labels, values, colors) + empty + "".join(rows)
 
 
+def _composition(results: dict[str, Any]) -> str:
+    """What each subset is made of: low-quality kinds and sources (ground truth the selector never read)."""
+    kinds = sorted({k for r in results["methods"].values() for k in r.get("low_quality_kinds", {})})
+    sources = sorted({k for r in results["methods"].values() for k in r.get("sources", {})})
+    if not kinds and not sources:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in kinds) + "".join(f"<th>from {html.escape(s)}</th>"
+                                                                         for s in sources)
+    rows = [f"<table><tr><th>method</th><th>subset</th>{head}</tr>"]
+    for m, r in results["methods"].items():
+        cells = "".join(f"<td>{r.get('low_quality_kinds', {}).get(k, 0.0):.0%}</td>" for k in kinds)
+        cells += "".join(f"<td>{r.get('sources', {}).get(s, 0)}</td>" for s in sources)
+        rows.append(f"<tr><td>{html.escape(m)}</td><td>{r['n']}</td>{cells}</tr>")
+    return "<h2>What each subset is made of</h2><p>Share of each low-quality kind, and rows per source.</p>" + \
+        "".join(rows) + "</table>"
+
+
 def _difficulty_by_steps(scores: pd.DataFrame, truth: dict[str, dict[str, Any]]) -> str:
     """Mean ± std of the difficulty score per true step count, per family."""
     df = pd.DataFrame({"difficulty": scores["difficulty"].to_numpy(),
                        "steps": [truth[i]["true_difficulty"] for i in scores["id"]],
-                       "family": [truth[i]["source"] for i in scores["id"]]})
+                       "family": [truth[i].get("family", truth[i]["source"]) for i in scores["id"]]})
     steps = sorted(df["steps"].unique())
     rows = ["<table><tr><th>family</th>" + "".join(f"<th>{s} steps</th>" for s in steps) + "</tr>"]
     for fam, g in df.groupby("family"):
@@ -78,11 +95,26 @@ def _difficulty_by_steps(scores: pd.DataFrame, truth: dict[str, dict[str, Any]])
 
 
 def _clusters_vs_families(scores: pd.DataFrame, truth: dict[str, dict[str, Any]]) -> str:
-    families = sorted({t["source"] for t in truth.values()})
-    fam = np.array([families.index(truth[i]["source"]) for i in scores["id"]])
+    family = {i: t.get("family", t["source"]) for i, t in truth.items()}
+    families = sorted(set(family.values()))
+    fam = np.array([families.index(family[i]) for i in scores["id"]])
     xy = pca_2d(np.stack(scores["loss_1000"].to_numpy()))
     chosen = scores["selected"].to_numpy() if "selected" in scores else np.zeros(len(scores), bool)
     return legend_html(families, PALETTE, what="family") + svg_scatter(xy, fam, chosen)
+
+
+def _world_line(results: dict[str, Any], pool_rows: list[dict[str, Any]]) -> str:
+    """One sentence on the world the demo ran on."""
+    if results["size"].get("world", "v1") == "v1":
+        return (f"World v1: {len(pool_rows)} character-level traces in five task families with 1–6 reasoning "
+                "steps; some are low quality (a wrong step, or cut short).")
+    p = results.get("properties", {})
+    sources = ", ".join(sorted({r["source"] for r in pool_rows}))
+    return (f"World v2: {len(pool_rows)} long chain-of-thought traces (median {p.get('median_trace_tokens', 0):.0f} "
+            f"tokens) in four task families with 1–16 steps, from four sources ({html.escape(sources)}); "
+            f"{p.get('low_quality_share', 0):.0%} are low quality (a wrong step, cut short, or a degenerate loop). "
+            f"Directional radii {results['radii'][0]:.2f} → {results['radii'][1]:.2f} "
+            f"(‖θ_f − θ₀‖ = {results['theta_f_distance']:.2f}).")
 
 
 def write_demo_report(results: dict[str, Any], scores: pd.DataFrame, pool_rows: list[dict[str, Any]],
@@ -93,10 +125,10 @@ def write_demo_report(results: dict[str, Any], scores: pd.DataFrame, pool_rows: 
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>reasonsift demo</title>
 <style>{CSS}</style></head><body>
 <h1>reasonsift demo: the synthetic reasoning world</h1>
-<p>{len(pool_rows)} traces in five task families with 1–6 reasoning steps; some traces are low quality
-(a wrong step, or cut short). Scoring and selection never see the ground truth; this page compares
-against it. Wall time {results['wall_time_s']:.0f} s.</p>
+<p>{_world_line(results, pool_rows)} Scoring and selection never see the ground truth; this page
+compares against it. Wall time {results['wall_time_s']:.0f} s.</p>
 <h2>Accuracy after fine-tuning θ₀ on each subset (held-out problems)</h2>{_accuracy_table(results)}
+{_composition(results)}
 <h2>Does the early window carry the difficulty signal?</h2>
 <p>Spearman correlation with the true number of steps: θ_rnd loss of the first
 {results['size']['short_tokens']} response tokens <b>{v['spearman_difficulty_early_window']:.3f}</b>;

@@ -78,11 +78,11 @@ class BaseRecipeV2:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4  # head_dim 32: also what vLLM's CPU attention accepts
-    corpus_items: int = 24_000
+    corpus_items: int = 40_000
     solution_share: float = 0.7  # share of corpus items that are whole problems in the terse form
-    seq_len: int = 512  # tokens per training row (several items packed)
+    seq_len: int = 256  # tokens per training row (several items packed): more, shorter steps
     batch_size: int = 16
-    steps: int = 600
+    steps: int = 2000
     learning_rate: float = 3e-3
     seed: int = 0
     world: ClassVar[str] = "v2"
