@@ -3,8 +3,8 @@
 World v2 (default; docs/synth-world-v2.md fixes the design, sizes and protocol): one pool (world seed
 0), θ_f = θ₀ fine-tuned on it, TEMP scores computed once, in ``OUT/shared``; then for each seed every
 method selects 10%, θ₀ is fine-tuned on the subset with the same recipe (the seed sets the selection's
-random draws, k-means initialisation and the SFT data order) and evaluated on 160 held-out problems
-(2 per family × steps 1..20). Printed, in this order:
+random draws, k-means initialisation and the SFT data order) and evaluated on held-out problems
+(128: 2 per family × steps 1..16). Printed, in this order:
 
 1. the world's properties, measured before any comparison: trace lengths in tokens, the early
    window's share of the median trace, the share of traces beyond the 1,000-token window, θ₀'s
@@ -62,7 +62,7 @@ def summarize(per_seed: list[dict]) -> str:
         lines += ["| property | value |", "|---|---|",
                   f"| median / mean / max trace (tokens) | {p['median_trace_tokens']:.0f} / {p['mean_trace_tokens']:.0f} "
                   f"/ {p['max_trace_tokens']} |",
-                  f"| early window share (100 / median trace) | {p['window_share']:.3f} |",
+                  f"| early window share ({first['size']['short_tokens']} / median trace) | {p['window_share']:.3f} |",
                   f"| traces longer than the {first['size']['long_tokens']:,}-token window | "
                   f"{p['share_beyond_long_window']:.3f} |",
                   f"| low-quality share of the pool | {p['low_quality_share']:.3f} |",

@@ -81,3 +81,22 @@ def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
     assert second["validation"] == first["validation"]
     assert (shared / "run" / "select" / "random-12-seed1").is_dir() and (shared / "run" / "select" / "random-12-seed0").is_dir()
     assert "seed" in second and second["world_seed"] == 0
+
+
+def test_v1_presets_are_the_recorded_ones():
+    """World v1's presets reproduce the settings issue 5's table (BENCHMARKS.md) was measured with."""
+    from reasonsift.synth.demo import V1_FULL, V1_QUICK, V1_VALIDATION
+    from reasonsift.synth.world import BaseRecipe
+
+    common = dict(world="v1", pool=1000, eval_per_cell=5, budget_fraction=0.1, num_checkpoints=8, short_tokens=32,
+                  long_tokens=512, max_new_tokens=448, max_length=768, noise="fixed", isotropic_std=(0.015, 0.12),
+                  relative_radii=None, radii=(1.0, 10.0), eval_batch_size=64, max_full_tokens=512,
+                  critical_alternatives=2, critical_max_tokens=512, base=BaseRecipe())
+    for preset, own in ((V1_FULL, dict(theta_f_epochs=4.0, subset_epochs=40.0, learning_rate=2e-3, batch_size=16)),
+                        (V1_VALIDATION, dict(theta_f_epochs=6.0, subset_epochs=60.0, learning_rate=3e-3, batch_size=32)),
+                        (V1_QUICK, dict(pool=200, eval_per_cell=1, theta_f_epochs=1.0, subset_epochs=3.0,
+                                        learning_rate=3e-3, batch_size=32, num_checkpoints=3, max_new_tokens=100,
+                                        critical_alternatives=1, critical_max_tokens=60,
+                                        base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128)))):
+        for key, value in {**common, **own}.items():
+            assert getattr(preset, key) == value, (preset, key)

@@ -37,7 +37,8 @@ def finetune_direction(model: torch.nn.Module, items: list[Tokenized], steps: in
     Each step's batch is run ``micro_batch`` examples at a time with gradients accumulated, the loss
     normalised by the whole batch's response tokens, so the step is the same as one batched forward
     but activation memory is that of ``micro_batch`` examples (8 MATH examples at once took 21 GB
-    and were killed on a 24 GB machine for SmolLM2-135M; a 7B model needs this even more).
+    and were killed on a 24 GB machine for SmolLM2-135M; a 7B model needs this even more). The
+    default, one at a time, trades a few seconds of a short run for never running out of memory.
     The model's own weights are restored afterwards (the caller keeps θ₀ in place).
     """
     if not items:
@@ -50,7 +51,7 @@ def finetune_direction(model: torch.nn.Module, items: list[Tokenized], steps: in
     with torch.enable_grad():
         for _ in range(steps):
             batch = [items[rng.randrange(len(items))] for _ in range(batch_size)]
-            total = max(1, sum(len(it.response_ids) for it in batch))  # the batch's loss tokens
+            total = int((_batch(batch, pad_id, device)[2][:, 1:] != IGNORE_INDEX).sum().clamp(min=1))  # loss tokens, after the shift
             opt.zero_grad(set_to_none=True)
             for start_i in range(0, len(batch), max(1, micro_batch)):
                 ids, attn, labels = _batch(batch[start_i:start_i + max(1, micro_batch)], pad_id, device)

@@ -61,7 +61,8 @@ class DemoSize:
     isotropic_std: tuple[float, float] = (2e-3, 8e-3)  # the schedule (fixed), or where calibration starts
     relative_radii: tuple[float, float] | None = (0.25, 2.5)  # radii as multiples of ‖θ_f − θ₀‖ (None: absolute)
     radii: tuple[float, float] = (1.0, 10.0)  # absolute min_radius / final_radius when relative_radii is None
-    eval_batch_size: int = 160  # prompts per generate() call: the whole held-out set at once
+    max_full_tokens: int = 1600  # the full-loss baseline's window (v2: whole traces)
+    eval_batch_size: int = 160  # prompts per generate() call: the whole held-out set (128 problems) at once
     critical_alternatives: int = 2  # cft arm: substitutes per position (CFT's 2nd and 3rd token)
     critical_max_tokens: int = 512  # cft arm: longer traces are not tested (the cost grows as length²)
 
@@ -74,11 +75,12 @@ QUICK = DemoSize(pool=120, eval_per_cell=1, base=BaseRecipeV2(steps=30, corpus_i
 # World v1 (character tokens; issue 5's table in BENCHMARKS.md was measured with these), `--world v1`.
 V1_FULL = DemoSize(world="v1", eval_per_cell=5, base=BaseRecipe(), theta_f_epochs=4.0, subset_epochs=40.0,
                    learning_rate=2e-3, max_length=768, max_new_tokens=448, short_tokens=32, long_tokens=512,
-                   noise="fixed", isotropic_std=(0.015, 0.12), relative_radii=None, eval_batch_size=64)
+                   noise="fixed", isotropic_std=(0.015, 0.12), relative_radii=None, eval_batch_size=64,
+                   max_full_tokens=512)
 V1_VALIDATION = dataclasses.replace(V1_FULL, theta_f_epochs=6.0, subset_epochs=60.0, learning_rate=3e-3, batch_size=32)
 V1_QUICK = dataclasses.replace(V1_FULL, pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
-                               theta_f_epochs=1.0, subset_epochs=3.0, num_checkpoints=3, max_new_tokens=100,
-                               critical_alternatives=1, critical_max_tokens=60)
+                               theta_f_epochs=1.0, subset_epochs=3.0, learning_rate=3e-3, batch_size=32,
+                               num_checkpoints=3, max_new_tokens=100, critical_alternatives=1, critical_max_tokens=60)
 PRESETS = {("v2", False): FULL, ("v2", True): QUICK, ("v1", False): V1_FULL, ("v1", True): V1_QUICK}
 
 
@@ -126,7 +128,7 @@ def score_config(size: DemoSize, seed: int, theta_f: Path, radii: tuple[float, f
                        isotropic_std_start=size.isotropic_std[0], isotropic_std_end=size.isotropic_std[1],
                        calibration_examples=min(64, max(8, size.pool // 4)),
                        direction_model=str(theta_f), min_radius=radii[0], final_radius=radii[1], full_loss=True,
-                       max_full_tokens=max(size.long_tokens, size.max_length), shard_size=512)
+                       max_full_tokens=size.max_full_tokens, shard_size=512)
 
 
 def _curate(pool: Path, base: Path, theta_f: Path, run: Path, subsets: Path, size: DemoSize, method: str,
@@ -228,6 +230,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     if world not in ("v1", "v2"):
         raise ValueError(f"world must be v1 or v2, got {world!r}")
     size = size or PRESETS[(world, quick)]
+    if size.base.world != size.world:
+        raise ValueError(f"DemoSize.world is {size.world} but its θ₀ recipe is world {size.base.world}'s")
     world_seed = seed if world_seed is None else world_seed
     out = Path(out)
     shared = Path(shared) if shared is not None else out
@@ -282,7 +286,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     report = json.loads((run / "report.json").read_text())
     results["tokens"] = report["tokens"]
     results["theta_rnd"] = report.get("theta_rnd")
-    results["properties"] = world_properties(pool, pool_rows, base, size)
+    results["properties"] = world_properties(pool_rows, base, size)
     results["wall_time_s"] = round(time.time() - start, 1)
     (out / "demo_results.json").write_text(json.dumps(results, indent=2))
     from reasonsift.synth.report import write_demo_report
@@ -293,7 +297,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     return results
 
 
-def world_properties(pool: Path, pool_rows: list[dict[str, Any]], base: Path, size: DemoSize) -> dict[str, float]:
+def world_properties(pool_rows: list[dict[str, Any]], base: Path, size: DemoSize) -> dict[str, float]:
     """Trace lengths in θ₀'s tokens: median, the early window's share of it, share beyond the long window."""
     from transformers import AutoTokenizer
 

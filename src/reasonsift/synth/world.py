@@ -112,7 +112,8 @@ def _rows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 
-def pretrain(model: torch.nn.Module, rows: torch.Tensor, recipe: BaseRecipe, progress: bool = True) -> list[float]:
+def pretrain(model: torch.nn.Module, rows: torch.Tensor, recipe: BaseRecipe | BaseRecipeV2,
+             progress: bool = True) -> list[float]:
     """Plain next-token pretraining with AdamW and a cosine schedule; returns the loss curve."""
     gen = torch.Generator().manual_seed(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
@@ -158,7 +159,7 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
                                  num_heads=recipe.num_heads, max_position_embeddings=1024, seed=recipe.seed)
         lines = pretraining_corpus(recipe.corpus_lines, recipe.seed, recipe.problem_share)
     rows = _rows(tokenizer, lines, recipe.seq_len)
-    logger.info("building θ₀ (%.2fM params) on %d rows of %d characters into %s",
+    logger.info("building θ₀ (%.2fM params) on %d rows of %d tokens into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
     losses = pretrain(model, rows, recipe, progress)
     info = {"recipe": asdict(recipe), "world": recipe.world, "hash": recipe_hash(recipe),

@@ -66,7 +66,7 @@ def _wrong_step_trace(family: str, rng: random.Random, steps: int, style: Style)
     raise AssertionError("unreachable: a nudged last step always changes the answer")
 
 
-def _loop_lines(problem: Any, lines: list[str], rng: random.Random, style: Style) -> list[str]:
+def _loop_lines(problem: Any, lines: list[str], rng: random.Random) -> list[str]:
     """Degenerate repetition: from a random step on, that step and a "redo" line over and over,
     until 600-1,200 tokens; no answer line (what a long-CoT model's failure looks like)."""
     steps = solve(problem)
@@ -101,7 +101,7 @@ def make_row(seed: int, i: int) -> dict[str, Any]:
             cut = qrng.randint(max(1, int(0.2 * len(words))), max(1, int(0.9 * len(words))))
             response = " ".join(words[:cut]).rstrip()
         elif kind == "loop":
-            response = "\n".join(_loop_lines(problem, lines, qrng, src.style))
+            response = "\n".join(_loop_lines(problem, lines, qrng))
         else:
             response = "\n".join(lines + [ANSWER_PREFIX + gold])
     return {"id": f"v2-{seed}-{i}", "prompt": problem.prompt, "response": response, "answer": gold,

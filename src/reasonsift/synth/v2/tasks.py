@@ -275,9 +275,7 @@ def _wrong_work(problem: Problem, step: Step, rng: random.Random) -> str:
     else:
         v = step.after[1] if problem.family == "subst" else step.after
         w = v + delta if v + delta >= 0 else v - delta
-        wrong = str(w % problem.modulus if problem.family == "mod" else w)
-        if wrong == str(v):  # a mod wrap can cancel the nudge
-            wrong = str((v + 1) % problem.modulus)
+        wrong = str(w % problem.modulus if problem.family == "mod" else w)  # |delta| <= 2 < m: never v again
     return f"{lhs} = {wrong}"
 
 
@@ -303,7 +301,7 @@ def step_line(i: int, problem: Problem, step: Step, rng: random.Random, style: S
 
 def verify_line(problem: Problem, steps: list[Step]) -> str:
     """The chain of intermediate values restated at the end."""
-    start = (fmt_state(problem.family, problem.start) if problem.family != "subst" else str(problem.start[1]))
+    start = fmt_state(problem.family, problem.start)
     chain = " , ".join([start] + [fmt_state(problem.family, s.after) for s in steps])
     return f"let me verify the chain : {chain} . every step holds ."
 
