@@ -175,7 +175,7 @@ def evaluate(model: str, benchmark: str | Path, out: str | Path | None = None, s
 
 
 def demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
-         methods: Iterable[str] = ("temp", "random"), world: str = "v2") -> dict[str, Any]:
+         methods: Iterable[str] = ("temp", "random"), world: str = "v1") -> dict[str, Any]:
     """``reasonsift demo``: the whole pipeline on the synthetic world (``world`` v2 or v1); returns its results."""
     from reasonsift.synth.demo import run_demo
 

@@ -58,7 +58,7 @@ USAGE = {
     "train": "reasonsift train DATA --model MODEL --out DIR [--objective sft|cft|dft|prefix] [options] "
              "[section.key=value ...]",
     "evaluate": "reasonsift evaluate --model MODEL --benchmark FILE [options] [section.key=value ...]",
-    "demo": "reasonsift demo [--quick] [--world v2|v1] [--out DIR] [--methods M ...]",
+    "demo": "reasonsift demo [--quick] [--world v1|v2] [--out DIR] [--methods M ...]",
 }
 POSITIONAL = {"score": "DATA", "select": "RUN", "curate": "DATA", "critical": "DATA", "train": "DATA"}
 DATA_HELP = "the pool: .jsonl(.gz), .json, .parquet, a save_to_disk folder, or a hub dataset id"
@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--world", choices=("v1", "v2"), default="v2",
-                   help="v2 (default): long word-token traces, four sources (docs/synth-world-v2.md); "
-                        "v1: the first, character-level world")
+    p.add_argument("--world", choices=("v1", "v2"), default="v1",
+                   help="v1 (default): the character-level world; v2: long word-token traces, four sources, "
+                        "latent capability in θ₀ (docs/synth-world-v2.md; not yet validated, slower)")
     p.add_argument("--methods", nargs="+", default=["temp", "random"], metavar="M",
                    help="what to compare: selection methods (temp random s2l ...), full (the whole pool), "
                         "cft (the random subset trained on its critical tokens), cft-numbers (the same with "

@@ -60,7 +60,7 @@ def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))
     shared = tmp_path / "shared"
     first = run_demo(tmp_path / "s0", seed=0, progress=False, methods=("temp", "random", "full", "cft-numbers"),
-                     shared=shared, world_seed=0)
+                     shared=shared, world_seed=0, world="v2", quick=True)
     theta_0 = next((tmp_path / "cache").glob("synth-base-*"))
     distance = direction_norm(theta_0, shared / "models" / "theta_f")
     assert first["theta_f_distance"] == pytest.approx(distance) and distance > 0
@@ -76,7 +76,8 @@ def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
     assert 0 < first["methods"]["cft-numbers"]["critical_share"] < 1
     assert first["methods"]["full"]["n"] == QUICK.pool
     scored = (shared / "run" / "scores.parquet").stat().st_mtime
-    second = run_demo(tmp_path / "s1", seed=1, progress=False, methods=("temp", "random"), shared=shared, world_seed=0)
+    second = run_demo(tmp_path / "s1", seed=1, progress=False, methods=("temp", "random"), shared=shared, world_seed=0,
+                      world="v2", quick=True)
     assert (shared / "run" / "scores.parquet").stat().st_mtime == scored  # scored once for both seeds
     assert second["validation"] == first["validation"]
     assert (shared / "run" / "select" / "random-12-seed1").is_dir() and (shared / "run" / "select" / "random-12-seed0").is_dir()
