@@ -20,10 +20,12 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reasonsift.synth.tasks import apply_op, fmt_list, list_apply  # v1's operations, same semantics
+
 FAMILIES = ("arith", "mod", "list", "subst")
 MAX_STEPS = 16
 ANSWER_PREFIX = "answer: "
-LIST_OPS = ("reverse", "sort", "rotate", "drop first", "drop max", "add 1")
+LIST_OPS = ("reverse", "sort", "rotate", "drop first", "drop max", "add 1")  # v1's, in v2's draw order
 ARITH_MAX = 60  # clean arith/subst values stay in 0..ARITH_MAX, so every number is a common token
 
 
@@ -60,11 +62,6 @@ class Style:
     verify_from: int = 8
 
 
-def fmt_list(xs: tuple[int, ...]) -> str:
-    """(3, 1, 2) -> "[3,1,2]"."""
-    return "[" + ",".join(map(str, xs)) + "]"
-
-
 def fmt_state(family: str, state: Any) -> str:
     """A state as the trace and the answer line write it."""
     if family == "list":
@@ -72,10 +69,6 @@ def fmt_state(family: str, state: Any) -> str:
     if family == "subst":
         return str(state[1])
     return str(state)
-
-
-def _apply(x: int, sym: str, k: int) -> int:
-    return x + k if sym == "+" else x - k if sym == "-" else x * k
 
 
 def _inverse(v: int, sym: str, k: int) -> str:
@@ -101,21 +94,6 @@ def _arith_op(rng: random.Random, x: int) -> tuple[str, int]:
     return sym, 3 if x <= ARITH_MAX // 3 and rng.random() < 0.3 else 2
 
 
-def _list_apply(xs: tuple[int, ...], op: str) -> tuple[int, ...]:
-    if op == "reverse":
-        return xs[::-1]
-    if op == "sort":
-        return tuple(sorted(xs))
-    if op == "rotate":
-        return xs[1:] + xs[:1]
-    if op == "drop first":
-        return xs[1:]
-    if op == "drop max":
-        i = xs.index(max(xs))
-        return xs[:i] + xs[i + 1:]
-    return tuple(x + 1 for x in xs)
-
-
 def make_problem(family: str, rng: random.Random, steps: int) -> Problem:
     """A clean problem of ``family`` with ``steps`` operations, drawn from ``rng``."""
     if family not in FAMILIES:
@@ -127,7 +105,7 @@ def make_problem(family: str, rng: random.Random, steps: int) -> Problem:
         ops = []
         for _ in range(steps):
             ops.append(_arith_op(rng, x))
-            x = _apply(x, *ops[-1])
+            x = apply_op(x, *ops[-1])
         text = " ".join(f"{s} {k}" for s, k in ops)
         return Problem(family, f"compute {start} {text} left to right", start, tuple(ops))
     if family == "mod":
@@ -164,7 +142,7 @@ def make_problem(family: str, rng: random.Random, steps: int) -> Problem:
             sym = "-"
         if sym == "-" and x - y < 0:
             sym, operand, y = "+", (operand if x + y <= ARITH_MAX else 1), (y if x + y <= ARITH_MAX else 1)
-        env[name] = _apply(x, sym, y)
+        env[name] = apply_op(x, sym, y)
         ops.append((name, ref, sym, operand))
     defs = ", ".join(f"{n} = {r} {s} {o}" for n, r, s, o in ops)
     return Problem(family, f"let a = {env['a']} , {defs.replace(',', ' ,')} find {ops[-1][0]}",
@@ -179,17 +157,17 @@ def solve(problem: Problem, corrupt: tuple[int, int] | None = None) -> list[Step
         delta = corrupt[1] if corrupt and corrupt[0] == i else 0
         if problem.family == "arith":
             sym, k = op
-            v = _apply(state, sym, k)
+            v = apply_op(state, sym, k)
             v = v + delta if v + delta >= 0 else v - delta
             step = Step(state, v, f"{sym} {k}", f"{state} {sym} {k} = {v}", _inverse(v, sym, k) + " , yes")
         elif problem.family == "mod":
             sym, k = op
             m = problem.modulus
-            raw = _apply(state, sym, k)
+            raw = apply_op(state, sym, k)
             v = (raw + delta) % m
             step = Step(state, v, f"{sym} {k}", f"( {state} {sym} {k} ) mod {m} = {v}", f"{raw} mod {m} = {v} , yes")
         elif problem.family == "list":
-            new = _list_apply(state, op)
+            new = list_apply(state, op)
             if delta:
                 new = (new[0] + delta if new[0] + delta >= 0 else new[0] - delta,) + new[1:]
             step = Step(state, new, op, f"{op} {fmt_list(state)} = {fmt_list(new)}",
@@ -198,7 +176,7 @@ def solve(problem: Problem, corrupt: tuple[int, int] | None = None) -> list[Step
             name, ref, sym, operand = op
             x = env[ref]
             y = env[operand] if isinstance(operand, str) else operand
-            v = _apply(x, sym, y)
+            v = apply_op(x, sym, y)
             v = v + delta if v + delta >= 0 else v - delta
             env[name] = v
             step = Step(state, (name, v), f"{name} = {ref} {sym} {operand}", f"{name} = {x} {sym} {y} = {v}",
