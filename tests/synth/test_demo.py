@@ -75,10 +75,12 @@ def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
     # numbers masks: the random subset's rows, the share of masked tokens in (0, 1)
     assert 0 < first["methods"]["cft-numbers"]["critical_share"] < 1
     assert first["methods"]["full"]["n"] == QUICK.pool
-    scored = (shared / "run" / "scores.parquet").stat().st_mtime
+    units = {f: f.stat().st_mtime for f in (shared / "run" / "score").rglob("*.done")}  # every scored unit
+    assert len(units) > 5
     second = run_demo(tmp_path / "s1", seed=1, progress=False, methods=("temp", "random"), shared=shared, world_seed=0,
                       world="v2", quick=True)
-    assert (shared / "run" / "scores.parquet").stat().st_mtime == scored  # scored once for both seeds
+    # scored once for both seeds: no unit was redone (selection rewrites scores.parquet's columns, not the units)
+    assert {f: f.stat().st_mtime for f in (shared / "run" / "score").rglob("*.done")} == units
     assert second["validation"] == first["validation"]
     assert (shared / "run" / "select" / "random-12-seed1").is_dir() and (shared / "run" / "select" / "random-12-seed0").is_dir()
     assert "seed" in second and second["world_seed"] == 0
