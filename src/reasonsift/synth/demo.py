@@ -357,9 +357,10 @@ def summary_sentence(results: dict[str, Any]) -> str:
         return ""
     t, r = m["temp"]["accuracy"], m["random"]["accuracy"]
     gap = t - r
-    verdict = ("TEMP's subset beat the random one" if gap > 0 else "TEMP's subset did not beat the random one"
-               if gap < 0 else "TEMP's and the random subset tied")
-    text = (f"{verdict} by {abs(gap) * 100:.1f} points ({t:.3f} vs {r:.3f}) on one seed; "
+    verdict = (f"TEMP's subset beat the random one by {gap * 100:.1f} points" if gap > 0 else
+               f"TEMP's subset scored {-gap * 100:.1f} points below the random one" if gap < 0 else
+               "TEMP's and the random subset tied")
+    text = (f"{verdict} ({t:.3f} vs {r:.3f}) on one seed; "
             f"TEMP took {m['temp']['low_quality_share']:.0%} low-quality traces and {m['temp']['mean_true_difficulty']:.1f} "
             f"steps on average (random: {m['random']['low_quality_share']:.0%}, {m['random']['mean_true_difficulty']:.1f}).")
     if "full" in m:
