@@ -68,7 +68,8 @@ def main() -> None:
             start = time.perf_counter()
             report = run_critical(str(train), configs, run, "benchmark", progress=False)
             crit_s = time.perf_counter() - start
-            rows = {json.loads(x)["id"]: json.loads(x) for x in (run / "critical.jsonl").read_text().splitlines()}
+            kept = [json.loads(x) for x in (run / "critical.jsonl").read_text().splitlines()]
+            rows = {r.get("id") or r.get("question") or json.dumps(r, sort_keys=True)[:200]: r for r in kept}  # GSM8K has no id
             configs = load_config(["model", "evaluate"], None, [
                 f"model.device={args.device}", f"evaluate.engine={engine}", f"evaluate.max_new_tokens={args.max_new_tokens}"])
             start = time.perf_counter()
