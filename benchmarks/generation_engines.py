@@ -95,7 +95,8 @@ def main() -> None:
     print(f"speed vllm/hf: critical {hf['critical_s'] / vl['critical_s']:.2f}x, evaluate {hf['eval_s'] / vl['eval_s']:.2f}x "
           "(wall, model load included)")
     both = sorted(set(hf["rows"]) & set(vl["rows"]))
-    same_solution = sum(hf["rows"][i]["response"] == vl["rows"][i]["response"] for i in both)
+    solution = lambda r: r.get("response", r.get("answer"))  # noqa: E731 - the solution column (GSM8K: answer)
+    same_solution = sum(solution(hf["rows"][i]) == solution(vl["rows"][i]) for i in both)
     same_mask = sum(hf["rows"][i]["critical_mask"] == vl["rows"][i]["critical_mask"] for i in both)
     same_gen = sum(a["generations"] == b["generations"] for a, b in zip(hf["items"], vl["items"]))
     same_verdict = sum(a["correct"] == b["correct"] for a, b in zip(hf["items"], vl["items"]))
