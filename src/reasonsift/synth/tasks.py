@@ -44,7 +44,7 @@ def apply_op(x: int, sym: str, k: int) -> int:
     return x + k if sym == "+" else x - k if sym == "-" else x * k
 
 
-def _nudge(v: int, delta: int) -> int:
+def nudge(v: int, delta: int) -> int:
     """v moved by delta, or by -delta when that would go negative (wrong values stay plausible)."""
     return v + delta if v + delta >= 0 else v - delta
 
@@ -94,7 +94,7 @@ def _arith_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
 
 def arith_step(x: int, op: tuple[str, int], delta: int) -> tuple[int, str]:
     v = apply_op(x, *op)
-    v = _nudge(v, delta) if delta else v
+    v = nudge(v, delta) if delta else v
     return v, f"{x}{op[0]}{op[1]}={v}"
 
 
@@ -142,7 +142,7 @@ def _list_setup(rng: random.Random, steps: int) -> tuple[str, Any, list]:
 def list_step(xs: tuple[int, ...], op: str, delta: int) -> tuple[tuple, str]:
     new = list_apply(xs, op)
     if delta:
-        new = (_nudge(new[0], delta),) + new[1:]
+        new = (nudge(new[0], delta),) + new[1:]
     return new, f"{op} {fmt_list(xs)}={fmt_list(new)}"
 
 
@@ -196,7 +196,7 @@ def _subst_step(env: dict, op: tuple, delta: int) -> tuple[dict, str]:
     name, ref, sym, operand = op
     x, y = env[ref], env[operand] if isinstance(operand, str) else operand
     v = apply_op(x, sym, y)
-    v = _nudge(v, delta) if delta else v
+    v = nudge(v, delta) if delta else v
     return {**env, name: v}, f"{name}={x}{sym}{y}={v}"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reasonsift.synth.v2.tasks import (
-    ANSWER_PREFIX, FAMILIES, MAX_STEPS, Style, answer_of, fact, make_problem, render, solve, step_line, terse_solution,
+    ANSWER_PREFIX, FAMILIES, MAX_STEPS, Step, Style, answer_of, fact, make_problem, render, solve, step_line, terse_solution,
 )
 
 LOW_QUALITY_KINDS = ("wrong_step", "truncated", "loop")
@@ -66,10 +66,9 @@ def _wrong_step_trace(family: str, rng: random.Random, steps: int, style: Style)
     raise AssertionError("unreachable: a nudged last step always changes the answer")
 
 
-def _loop_lines(problem: Any, lines: list[str], rng: random.Random) -> list[str]:
+def _loop_lines(problem: Any, steps: list[Step], lines: list[str], rng: random.Random) -> list[str]:
     """Degenerate repetition: from a random step on, that step and a "redo" line over and over,
     until 600-1,200 tokens; no answer line (what a long-CoT model's failure looks like)."""
-    steps = solve(problem)
     j = rng.randrange(len(steps))
     head = lines[: 2 + j]  # opening, plan, steps before j
     repeat = [step_line(j + 1, problem, steps[j], rng, Style(check=0.0, wait=0.0)),
@@ -101,7 +100,7 @@ def make_row(seed: int, i: int) -> dict[str, Any]:
             cut = qrng.randint(max(1, int(0.2 * len(words))), max(1, int(0.9 * len(words))))
             response = " ".join(words[:cut]).rstrip()
         elif kind == "loop":
-            response = "\n".join(_loop_lines(problem, lines, qrng))
+            response = "\n".join(_loop_lines(problem, clean, lines, qrng))
         else:
             response = "\n".join(lines + [ANSWER_PREFIX + gold])
     return {"id": f"v2-{seed}-{i}", "prompt": problem.prompt, "response": response, "answer": gold,

@@ -17,14 +17,14 @@ Families (K = operations):
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from reasonsift.synth.tasks import apply_op, fmt_list, list_apply  # v1's operations, same semantics
+# v1's operations and answer line, same semantics
+from reasonsift.synth.tasks import ANSWER_PREFIX, apply_op, fmt_list, list_apply, nudge
 
 FAMILIES = ("arith", "mod", "list", "subst")
 MAX_STEPS = 16
-ANSWER_PREFIX = "answer: "
 LIST_OPS = ("reverse", "sort", "rotate", "drop first", "drop max", "add 1")  # v1's, in v2's draw order
 ARITH_MAX = 60  # clean arith/subst values stay in 0..ARITH_MAX, so every number is a common token
 
@@ -42,9 +42,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Step:
-    """One operation applied: the states around it and how a trace writes it."""
+    """One operation applied: the state it reaches and how a trace writes it."""
 
-    before: Any
     after: Any
     op_text: str  # "* 2", "reverse", "c = b * 2"
     work: str  # "10 * 2 = 20"
@@ -157,29 +156,27 @@ def solve(problem: Problem, corrupt: tuple[int, int] | None = None) -> list[Step
         delta = corrupt[1] if corrupt and corrupt[0] == i else 0
         if problem.family == "arith":
             sym, k = op
-            v = apply_op(state, sym, k)
-            v = v + delta if v + delta >= 0 else v - delta
-            step = Step(state, v, f"{sym} {k}", f"{state} {sym} {k} = {v}", _inverse(v, sym, k) + " , yes")
+            v = nudge(apply_op(state, sym, k), delta)
+            step = Step(v, f"{sym} {k}", f"{state} {sym} {k} = {v}", _inverse(v, sym, k) + " , yes")
         elif problem.family == "mod":
             sym, k = op
             m = problem.modulus
             raw = apply_op(state, sym, k)
             v = (raw + delta) % m
-            step = Step(state, v, f"{sym} {k}", f"( {state} {sym} {k} ) mod {m} = {v}", f"{raw} mod {m} = {v} , yes")
+            step = Step(v, f"{sym} {k}", f"( {state} {sym} {k} ) mod {m} = {v}", f"{raw} mod {m} = {v} , yes")
         elif problem.family == "list":
             new = list_apply(state, op)
             if delta:
-                new = (new[0] + delta if new[0] + delta >= 0 else new[0] - delta,) + new[1:]
-            step = Step(state, new, op, f"{op} {fmt_list(state)} = {fmt_list(new)}",
+                new = (nudge(new[0], delta),) + new[1:]
+            step = Step(new, op, f"{op} {fmt_list(state)} = {fmt_list(new)}",
                         f"{fmt_list(new)} has {len(new)} items , yes")
         else:
             name, ref, sym, operand = op
             x = env[ref]
             y = env[operand] if isinstance(operand, str) else operand
-            v = apply_op(x, sym, y)
-            v = v + delta if v + delta >= 0 else v - delta
+            v = nudge(apply_op(x, sym, y), delta)
             env[name] = v
-            step = Step(state, (name, v), f"{name} = {ref} {sym} {operand}", f"{name} = {x} {sym} {y} = {v}",
+            step = Step((name, v), f"{name} = {ref} {sym} {operand}", f"{name} = {x} {sym} {y} = {v}",
                         _inverse(v, sym, y) + " , yes")
         steps.append(replace(step, rest=_rest(problem, i + 1, env)))
         state = step.after
@@ -202,10 +199,11 @@ def answer_of(problem: Problem, steps: list[Step]) -> str:
     return fmt_state(problem.family, steps[-1].after)
 
 
-def opening(problem: Problem) -> str:
-    """The problem restated in the solver's words (depends only on the problem)."""
+def opening(problem: Problem, steps: list[Step]) -> str:
+    """The problem restated in the solver's words (the operations' text, never their results, so
+    a corrupted run restates the same problem)."""
     k = len(problem.ops)
-    ops = " , ".join(s.op_text for s in solve(problem))
+    ops = " , ".join(s.op_text for s in steps)
     if problem.family == "arith":
         return f"we start from {problem.start} and apply {k} operations in order : {ops} ."
     if problem.family == "mod":
@@ -249,10 +247,9 @@ def _wrong_work(problem: Problem, step: Step, rng: random.Random) -> str:
     lhs = step.work.rsplit(" = ", 1)[0]
     if problem.family == "list":
         xs = step.after
-        wrong = fmt_list((xs[0] + delta if xs[0] + delta >= 0 else xs[0] - delta,) + xs[1:])
+        wrong = fmt_list((nudge(xs[0], delta),) + xs[1:])
     else:
-        v = step.after[1] if problem.family == "subst" else step.after
-        w = v + delta if v + delta >= 0 else v - delta
+        w = nudge(step.after[1] if problem.family == "subst" else step.after, delta)
         wrong = str(w % problem.modulus if problem.family == "mod" else w)  # |delta| <= 2 < m: never v again
     return f"{lhs} = {wrong}"
 
@@ -288,7 +285,7 @@ def render(problem: Problem, steps: list[Step], rng: random.Random, style: Style
            corrupt_at: int | None = None) -> list[str]:
     """The trace's lines (without the answer line). A corrupted step never gets a wait or check
     (those would expose the error), so a wrong-step trace reads as confident as a clean one."""
-    lines = [opening(problem), plan(problem)]
+    lines = [opening(problem, steps), plan(problem)]
     for i, step in enumerate(steps):
         lines.append(step_line(i + 1, problem, step, rng, style, allow_extras=corrupt_at != i))
     if len(steps) >= style.verify_from:
@@ -317,12 +314,3 @@ def fact(rng: random.Random) -> str:
         problem = Problem("arith", "", x, (_arith_op(rng, x),))
     return solve(problem)[0].work
 
-
-@dataclass
-class Trace:
-    """A rendered response and its ground truth."""
-
-    response: str
-    answer: str  # the correct answer (also for a wrong or cut trace)
-    kind: str = ""  # "", "wrong_step", "truncated", "loop"
-    lines: list[str] = field(default_factory=list)
