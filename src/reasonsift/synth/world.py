@@ -199,6 +199,28 @@ def build_base_model(recipe: BaseRecipe | BaseRecipeV2 = BaseRecipe(), progress:
     return out
 
 
+def _greedy_first_lines(model_dir: str | Path, items: list[tuple[str, int]], batch_size: int) -> list[str]:
+    """The first generated line after each context, greedy, in left-padded batches.
+
+    ``items``: (context, new-token budget); a batch generates up to its largest budget.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    lines: list[str] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            enc = tok([c for c, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            out = model.generate(**enc, max_new_tokens=max(n for _, n in batch), do_sample=False,
+                                 pad_token_id=tok.pad_token_id)  # (B, prompt + new)
+            lines += [tok.decode(ids, skip_special_tokens=True).split("\n")[0]
+                      for ids in out[:, enc["input_ids"].shape[1]:]]
+    return lines
+
+
 def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict[str, float]:
     """Greedy accuracy of a model on held-out facts (per family) and one-step problems in context.
 
@@ -206,11 +228,6 @@ def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict
     1"); a one-step problem's whole step line is generated after the statement. Each item must be
     reproduced exactly. Drawn from a stream the corpus never uses, so this measures what θ₀ learned.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
     rng = random.Random(f"probe-{seed}")
     items: list[tuple[str, str, str]] = []  # (kind, context, expected continuation)
     for i in range(n):
@@ -225,16 +242,11 @@ def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict
             kind = ("carry" if " write " in text else "list" if "[" in text else "mod" if "%" in text
                     else "subst" if text[0].isalpha() else "arith")
         items.append((kind, "\n" + context, target))
+    # characters are tokens here: one more than the target, as many as the exact answer needs
+    generated = _greedy_first_lines(model_dir, [(c, len(t) + 1) for _, c, t in items], 64)
     hits: dict[str, list[bool]] = {}
-    with torch.no_grad():
-        for start in range(0, len(items), 64):
-            batch = items[start:start + 64]
-            enc = tok([c for _, c, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            new = max(len(t) for _, _, t in batch) + 1
-            out = model.generate(**enc, max_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
-            for (kind, _, target), ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
-                text = tok.decode(ids, skip_special_tokens=True)
-                hits.setdefault(kind, []).append(text.split("\n")[0] == target)
+    for (kind, _, target), line in zip(items, generated):
+        hits.setdefault(kind, []).append(line == target)
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
 
 
@@ -245,29 +257,19 @@ def probe_base_model_v2(model_dir: str | Path, n: int = 80, seed: int = 0, max_n
     This measures the latent capability θ₀ brings to SFT (the chat/long-CoT form is what SFT adds).
     Problems come from a stream the corpus never uses.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from reasonsift.synth.v2.tasks import FAMILIES, MAX_STEPS, answer_of, make_problem, solve
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
     rng = random.Random(f"v2-probe-{seed}")
     items = []
     for i in range(n):
         problem = make_problem(FAMILIES[i % len(FAMILIES)], rng, 1 + (i // len(FAMILIES)) % MAX_STEPS)
         items.append((problem.family, len(problem.ops), f"problem : {problem.prompt} . solution :",
                       answer_of(problem, solve(problem))))
+    generated = _greedy_first_lines(model_dir, [("\n" + c, max_new_tokens) for *_, c, _ in items], 40)
     hits: dict[str, list[bool]] = {}
-    with torch.no_grad():
-        for start in range(0, len(items), 40):
-            batch = items[start:start + 40]
-            enc = tok(["\n" + c for *_, c, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-            for (family, k, _, gold), ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
-                text = tok.decode(ids, skip_special_tokens=True).split("\n")[0]
-                ok = f"the result is {gold} ." in text
-                hits.setdefault(family, []).append(ok)
-                hits.setdefault("K<=10" if k <= 10 else "K>10", []).append(ok)
-                hits.setdefault("all", []).append(ok)
+    for (family, k, _, gold), line in zip(items, generated):
+        ok = f"the result is {gold} ." in line
+        hits.setdefault(family, []).append(ok)
+        hits.setdefault("K<=10" if k <= 10 else "K>10", []).append(ok)
+        hits.setdefault("all", []).append(ok)
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
