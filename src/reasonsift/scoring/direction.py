@@ -51,10 +51,12 @@ def finetune_direction(model: torch.nn.Module, items: list[Tokenized], steps: in
     with torch.enable_grad():
         for _ in range(steps):
             batch = [items[rng.randrange(len(items))] for _ in range(batch_size)]
-            total = int((_batch(batch, pad_id, device)[2][:, 1:] != IGNORE_INDEX).sum().clamp(min=1))  # loss tokens, after the shift
+            size = max(1, micro_batch)
+            chunks = [_batch(batch[i:i + size], pad_id, device) for i in range(0, len(batch), size)]
+            # the whole batch's loss tokens (labels after the causal shift), so the chunks sum to one step
+            total = max(1, sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, _, labels in chunks))
             opt.zero_grad(set_to_none=True)
-            for start_i in range(0, len(batch), max(1, micro_batch)):
-                ids, attn, labels = _batch(batch[start_i:start_i + max(1, micro_batch)], pad_id, device)
+            for ids, attn, labels in chunks:
                 logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits  # (b, T, V)
                 nll, _ = masked_token_nll(logits, labels)
                 (nll.sum() / total).backward()
