@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from reasonsift.config import WORLDS
 from reasonsift.synth.demo import PRESETS, V1_VALIDATION, VALIDATION, run_demo
 
 METHODS = ("temp", "random", "full", "longest", "middle-perplexity", "difficulty", "full-loss", "s2l", "embedding",
@@ -117,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/synthetic_validation")
-    parser.add_argument("--world", choices=("v1", "v2"), default="v2")
+    parser.add_argument("--world", choices=WORLDS, default="v2")
     parser.add_argument("--quick", action="store_true", help="the demo's reduced size")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()

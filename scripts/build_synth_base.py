@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 
+from reasonsift.config import WORLDS
 from reasonsift.synth.world import (
     RECIPE_FILE, BaseRecipe, BaseRecipeV2, probe_base_model, probe_base_model_v2, recipe_hash, shipped_folder,
     shipped_hash, write_base_model,
@@ -26,7 +27,7 @@ from reasonsift.synth.world import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world", choices=("v1", "v2"), default="v2")
+    parser.add_argument("--world", choices=WORLDS, default="v2")
     parser.add_argument("--check", action="store_true", help="probe the shipped checkpoint, do not rebuild")
     parser.add_argument("--probe-items", type=int, default=None, help="default: v1 1000, v2 160")
     args = parser.parse_args()

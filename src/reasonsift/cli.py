@@ -30,7 +30,7 @@ from typing import Any
 
 from reasonsift import api
 from reasonsift.config import (BACKENDS, CONFIG_SECTIONS, CRITICAL_METHODS, ENGINES, OBJECTIVES, RESPONSES,
-                               SELECT_METHODS, ConfigError)
+                               SELECT_METHODS, WORLDS, ConfigError)
 
 logger = logging.getLogger("reasonsift")
 
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a reduced size (about a minute or two; used by CI)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--world", choices=("v1", "v2"), default="v1",
+    p.add_argument("--world", choices=WORLDS, default="v1",
                    help="v1 (default): the character-level world; v2: long word-token traces, four sources, "
                         "latent capability in θ₀ (docs/synth-world-v2.md; not yet validated, slower)")
     p.add_argument("--methods", nargs="+", default=["temp", "random"], metavar="M",

@@ -39,6 +39,8 @@ CriticalMethod = Literal["counterfactual", "numbers"]
 CRITICAL_METHODS: tuple[str, ...] = get_args(CriticalMethod)
 Backend = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+World = Literal["v1", "v2"]  # the synthetic worlds of reasonsift demo (docs/synth-world-v2.md)
+WORLDS: tuple[str, ...] = get_args(World)
 
 
 @dataclasses.dataclass(frozen=True)

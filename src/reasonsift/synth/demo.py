@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from reasonsift.config import DataConfig, ModelConfig, ScoreConfig, SelectConfig
+from reasonsift.config import WORLDS, DataConfig, ModelConfig, ScoreConfig, SelectConfig, World
 from reasonsift.synth.generate import generate_eval, generate_pool, write_jsonl
 from reasonsift.synth.world import BaseRecipe, BaseRecipeV2, build_base_model
 
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 class DemoSize:
     """Everything the demo's run time depends on (defaults: world v2's demo, docs/synth-world-v2.md)."""
 
-    world: Literal["v1", "v2"] = "v2"
+    world: World = "v2"
     pool: int = 1000
     eval_per_cell: int = 2  # held-out problems per (family, steps) cell
     budget_fraction: float = 0.1
@@ -195,13 +195,11 @@ def accuracy_table(results: list[dict[str, Any]], bench_rows: list[dict[str, Any
 
 def world_data(size: DemoSize, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The pool and the held-out problems of ``size.world`` for a world seed (disjoint prompts)."""
+    make_pool, make_eval = generate_pool, generate_eval
     if size.world == "v2":
-        from reasonsift.synth.v2.generate import generate_eval as eval_v2, generate_pool as pool_v2
-
-        pool_rows = pool_v2(size.pool, seed)
-        return pool_rows, eval_v2(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
-    pool_rows = generate_pool(size.pool, seed)
-    return pool_rows, generate_eval(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
+        from reasonsift.synth.v2.generate import generate_eval as make_eval, generate_pool as make_pool
+    pool_rows = make_pool(size.pool, seed)
+    return pool_rows, make_eval(size.eval_per_cell, seed + 1, exclude_prompts={r["prompt"] for r in pool_rows})
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
@@ -228,8 +226,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     """
     start = time.time()
     check_methods(methods)
-    if world not in ("v1", "v2"):
-        raise ValueError(f"world must be v1 or v2, got {world!r}")
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
     size = size or PRESETS[(world, quick)]
     if size.base.world != size.world:
         raise ValueError(f"DemoSize.world is {size.world} but its θ₀ recipe is world {size.base.world}'s")
