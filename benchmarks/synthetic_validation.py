@@ -93,12 +93,9 @@ def summarize(per_seed: list[dict]) -> str:
     for m in methods:
         rows = [r for r in per_seed if m in r["methods"]]
         res = [r["methods"][m] for r in rows]
-        kinds: dict[str, list[float]] = {}
-        for x in res:
-            for k in x.get("low_quality_kinds", {}):
-                kinds.setdefault(k, [])
+        kinds = sorted({k for x in res for k in x.get("low_quality_kinds", {})})
         kind_text = ", ".join(f"{k} {np.mean([x.get('low_quality_kinds', {}).get(k, 0.0) for x in res]):.2f}"
-                              for k in sorted(kinds))
+                              for k in kinds)
         paired = [r["methods"][m]["accuracy"] - r["methods"]["random"]["accuracy"] for r in rows
                   if "random" in r["methods"]]
         sizes = sorted({x["n"] for x in res})
