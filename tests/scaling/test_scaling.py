@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from reasonsift.cli import main
+from reasonsift.scaling.ray_pool import UNIT_DELAY_ENV
 from tests.conftest import gsm8k_lines
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -185,9 +186,12 @@ def _ray_workers_running_a_unit(known: set[int]) -> list[int]:
     return busy
 
 
-def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp_path):
+def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp_path, monkeypatch):
     args, single = job
     killed: list[int] = []
+    # Units of this job last milliseconds: a watcher polling /proc missed all of them on a loaded (and once
+    # a quiet) machine. Each unit now waits 0.2 s inside UnitHost.run, so the kill lands inside a unit.
+    monkeypatch.setenv(UNIT_DELAY_ENV, "0.2")
 
     def kill_one_busy_worker() -> None:
         deadline, known = time.time() + 240, set()

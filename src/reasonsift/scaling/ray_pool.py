@@ -24,6 +24,7 @@ pool reports, a unit counts only if its marker is there, and a rerun redoes just
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 RAY_PIP = "pip install 'reasonsift[ray]'  (or: pip install 'ray[data]==2.60.0')"
 # A worker loads the model in its constructor; a big model on a slow disk takes minutes, not hours.
 STARTUP_TIMEOUT_S = 1800.0
+# Fault-injection aid: seconds each actor waits inside ``run`` before the unit, read by the driver.
+# Units of a tiny test job last milliseconds; a test that kills a worker *inside* a unit sets this so
+# the kill lands there every time instead of depending on the machine's load.
+UNIT_DELAY_ENV = "REASONSIFT_RAY_UNIT_DELAY_S"
 
 
 class UnitsFailedError(RuntimeError):
@@ -69,13 +74,14 @@ class UnitHost:
     print it as one line (a constructor exception would only surface as a dead actor).
     """
 
-    def __init__(self, factory: Callable[..., Any], args: tuple[Any, ...], threads: int) -> None:
+    def __init__(self, factory: Callable[..., Any], args: tuple[Any, ...], threads: int,
+                 unit_delay_s: float = 0.0) -> None:
         import torch
         from transformers.utils import logging as hf_logging
 
         torch.set_num_threads(max(1, threads))
         hf_logging.disable_progress_bar()  # actor output goes to the driver's terminal: its bar only
-        self.worker, self.error = None, None
+        self.worker, self.error, self.unit_delay_s = None, None, unit_delay_s
         try:
             self.worker = factory(*args)
         except BaseException as e:  # noqa: BLE001 - reported to the driver, which stops the run
@@ -85,6 +91,8 @@ class UnitHost:
         return self.error, ({} if self.worker is None else self.worker.info())
 
     def run(self, unit: Any) -> None:
+        if self.unit_delay_s:
+            time.sleep(self.unit_delay_s)
         self.worker.run(unit)
 
 
@@ -155,9 +163,10 @@ def run_pool(factory: Callable[..., Any], args: tuple[Any, ...], units: Iterable
         n, resources, threads = actor_resources(ray, device, workers)
         stats.workers = n
         host = ray.remote(UnitHost).options(max_restarts=0, max_task_retries=0, **resources)
+        unit_delay_s = float(os.environ.get(UNIT_DELAY_ENV) or 0)
 
         def start(k: int) -> list[Any]:
-            actors = [host.remote(factory, args, threads) for _ in range(k)]
+            actors = [host.remote(factory, args, threads, unit_delay_s) for _ in range(k)]
             ready = [a.ready.remote() for a in actors]
             done, waiting = ray.wait(ready, num_returns=len(ready), timeout=STARTUP_TIMEOUT_S)
             if waiting:
