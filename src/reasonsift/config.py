@@ -218,6 +218,7 @@ class TrainConfig:
     logging_steps: int = 10  # log the training loss every N optimizer steps
     bf16: str = "auto"  # auto: bf16 mixed precision on GPUs that support it, fp32 on CPU; or true/false
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    group_by_length: bool = False  # batches of similar lengths (less padding on mixed-length pools); seeded order
     resume: bool = True  # continue from OUT/checkpoint-* when present
 
 

@@ -18,6 +18,7 @@ from reasonsift.models import ModelLoadError, load_model
 from reasonsift.training.dataset import build_train_dataset
 from reasonsift.training.run_training import sft_config, run_training
 from reasonsift.training.trainer import ObjectiveTrainer
+from tests.conftest import gsm8k_lines
 from tests.training.conftest import full_sequence_loss, make_configs
 
 
@@ -285,3 +286,34 @@ def test_few_steps_report_the_loss_reached_not_the_first_step(tiny_model_dir, tr
     assert report["final_loss"] != pytest.approx(report["step_losses"][0])
     assert [p["step"] for p in report["loss_curve"]] == [5]
     assert "mean of the last 5 steps" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_group_by_length_cuts_padding_and_still_sees_every_example(tiny_model_dir, tmp_path):
+    # 64 rows of two very different lengths, 2 per micro-batch: random order pads many short rows to a
+    # long one; grouped batches (transformers' LengthGroupedSampler: mega-batches of 16 here, each
+    # sorted by length) mostly pair rows of one length. Every row is still trained on once per epoch.
+    from reasonsift.models import load_tokenizer
+
+    rows = [json.loads(line) for line in gsm8k_lines(64)]
+    for i, row in enumerate(rows):
+        row["answer"] = row["answer"][:40] if i % 2 else row["answer"] * 3  # short / long responses
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tok = load_tokenizer(str(tiny_model_dir))
+    padding = {}
+    for group in (False, True):
+        configs = make_configs(tiny_model_dir, "train.num_train_epochs=1", "train.max_length=512",
+                               f"train.group_by_length={group}")
+        ds, _ = build_train_dataset(str(data), tok, configs["data"], configs["train"])
+        lengths = sorted(len(ids) for ids in ds["input_ids"])
+        assert lengths[-1] > 3 * lengths[0]  # the data really mixes lengths
+        model = load_model(str(tiny_model_dir))
+        seen = []  # (real tokens, rows x padded width) per forward
+        model.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(
+            (int(kwargs["attention_mask"].sum()), kwargs["attention_mask"].numel())), with_kwargs=True)
+        trainer = ObjectiveTrainer(model=model, args=sft_config(configs["train"], tmp_path / f"out{group}", False,
+                                                                 False), train_dataset=ds, processing_class=tok)
+        trainer.train()
+        assert sum(real for real, _ in seen) == sum(lengths)  # every row exactly once
+        padding[group] = sum(total - real for real, total in seen) / sum(total for _, total in seen)
+    assert padding[True] < 0.5 * padding[False], padding
