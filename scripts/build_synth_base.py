@@ -20,8 +20,8 @@ import logging
 
 from reasonsift.config import WORLDS
 from reasonsift.synth.world import (
-    RECIPE_FILE, BaseRecipe, BaseRecipeV2, probe_base_model, probe_base_model_v2, recipe_hash, shipped_folder,
-    shipped_hash, write_base_model,
+    RECIPE_FILE, BaseRecipe, BaseRecipeV2, probe_base_model, probe_base_model_v2, probe_copying, recipe_hash,
+    shipped_folder, shipped_hash, write_base_model,
 )
 
 
@@ -42,6 +42,10 @@ def main() -> None:
     else:
         probe = probe_base_model(folder, n=args.probe_items or 1000)
     print("greedy accuracy on held-out items:", json.dumps({k: round(v, 3) for k, v in probe.items()}))
+    if args.world == "v2":  # can it copy from its context at all? (docs/synth-world-v2.md, change 4)
+        copying = probe_copying(folder)
+        print("in-context copying, loss per token on random numbers, first occurrence vs repetition:",
+              json.dumps({k: round(v, 3) for k, v in copying.items()}))
     if not args.check:
         info = json.loads((folder / RECIPE_FILE).read_text())
         (folder / RECIPE_FILE).write_text(json.dumps({**info, "probe": probe}, indent=2))

@@ -254,3 +254,13 @@ def test_shipped_theta0_signals_on_a_v2_pool(tmp_path) -> None:
     k = [steps[i] for i in scores["id"]]
     assert spearmanr(scores["base_loss_100"], k).statistic < -0.3  # measured −0.56
     assert abs(spearmanr(scores["difficulty"], k).statistic) < 0.3  # measured −0.03: noise blurs it, no sign
+
+
+def test_shipped_theta0_cannot_copy_from_its_context() -> None:
+    """The measured reason θ₀ v2 mis-copies operations (docs/synth-world-v2.md, change 4): a repeated
+    sequence of random numbers costs as much the second time as the first (no induction heads). A θ₀
+    that fixes this must fail here, and this test, BENCHMARKS.md and the design doc change with it."""
+    from reasonsift.synth.world import SHIPPED_V2, probe_copying
+
+    copying = probe_copying(SHIPPED_V2)
+    assert copying["repeat_nll"] > copying["first_nll"] - 0.5, copying  # measured 13.51 vs 13.67

@@ -250,6 +250,30 @@ def probe_base_model(model_dir: str | Path, n: int = 200, seed: int = 0) -> dict
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
 
 
+def probe_copying(model_dir: str | Path, n: int = 20, length: int = 30, seed: int = 0) -> dict[str, float]:
+    """In-context copying (induction heads): mean per-token loss on ``n`` sequences of ``length`` random
+    numbers 0-99, on their first occurrence and on an immediate repetition.
+
+    A model that can copy from its context has a much lower loss on the repetition; the shipped θ₀ v2
+    has none (docs/synth-world-v2.md, change 4), which is why it mis-copies a problem's operations.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    rng = random.Random(f"copy-probe-{seed}")
+    first, again = [], []
+    with torch.no_grad():
+        for _ in range(n):
+            seq = " ".join(str(rng.randint(0, 99)) for _ in range(length))
+            ids = tok(f"{seq} {seq}", add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, 2L)
+            nll = torch.nn.functional.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:], reduction="none")
+            half = ids.shape[1] // 2
+            first.append(nll[: half - 1].mean().item())  # predicting tokens 2..L of the first occurrence
+            again.append(nll[half:].mean().item())  # tokens 2..L of the repetition (its first is a guess)
+    return {"first_nll": sum(first) / n, "repeat_nll": sum(again) / n}
+
+
 def probe_base_model_v2(model_dir: str | Path, n: int = 80, seed: int = 0, max_new_tokens: int = 640) -> dict[str, float]:
     """World v2: greedy accuracy of a model on held-out problems in the *terse* form it was pretrained
     on ("problem : … . solution :" → "… the result is X ."), per family and for K ≤ 10 / K > 10.
