@@ -136,7 +136,8 @@ def sft_config(cfg: TrainConfig, out: Path, bf16: bool, progress: bool) -> Any:
         use_cpu=not torch.cuda.is_available(),  # without it a CPU-only torchrun/accelerate launch does not use DDP
         # TRL defaults it to True: set it explicitly (transformers >= 5.23 calls it activation_checkpointing).
         activation_checkpointing=cfg.gradient_checkpointing,
-        # transformers' LengthGroupedSampler: random mega-batches of 50 optimizer steps, each sorted by length
+        # transformers' LengthGroupedSampler: shuffled, cut into mega-batches of up to 50 optimizer steps' rows
+        # (fewer on small data), each sorted by length; deterministic under the seed
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
 
