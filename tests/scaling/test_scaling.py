@@ -163,40 +163,52 @@ def test_critical_masks_are_the_same_from_torchrun_and_ray(critical_job, ray_clu
         json.loads((single / "critical" / "report.json").read_text())["counts"]
 
 
-def _ray_workers_running_a_unit(known: set[int]) -> list[int]:
-    """Pids of Ray actor processes inside ``UnitHost.run`` (Ray titles a busy actor ``ray::UnitHost.run``).
+def _unit_host_pids() -> set[int]:
+    """Pids of every process Ray has titled as one of our actors (``ray::UnitHost``, ``ray::UnitHost.run``)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::UnitHost"):
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
-    ``known``: the actor pids seen so far; the whole of /proc is scanned only until both are found
-    (a scan is slow on a loaded machine, and the kill must land inside a unit, not after the last one).
+
+def _ray_workers_running_a_unit(known: set[int], stale: set[int]) -> list[int]:
+    """Pids of this run's Ray actor processes inside ``UnitHost.run`` (Ray titles a busy actor ``ray::UnitHost.run``).
+
+    ``known``: this run's actor pids seen so far; /proc is scanned only until both are found (a scan is
+    slow on a loaded machine). ``stale``: actor processes of an earlier test's pool that were still
+    exiting when this run started; counting them as this run's once stopped the scan before the new
+    actors existed, and the test failed with "no worker was seen inside a unit".
     """
     if len(known) < 2:
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::UnitHost"):
-                    known.add(int(proc.name))
-            except OSError:
-                continue
+        known |= _unit_host_pids() - stale
     busy = []
-    for pid in known:
+    for pid in list(known):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::UnitHost.run"):
                 busy.append(pid)
         except OSError:
-            continue
+            known.discard(pid)  # gone: not one of this run's live actors
     return busy
 
 
 def test_a_ray_worker_killed_mid_unit_loses_only_that_unit(job, ray_cluster, tmp_path, monkeypatch):
     args, single = job
     killed: list[int] = []
-    # Units of this job last milliseconds: a watcher polling /proc missed all of them on a loaded (and once
-    # a quiet) machine. Each unit now waits 0.2 s inside UnitHost.run, so the kill lands inside a unit.
+    # Units of this job last milliseconds; each now waits 0.2 s inside UnitHost.run, so a loaded machine's
+    # slow /proc polling still lands the kill inside a unit. (The failures seen in fresh clones came from
+    # the previous test's actors, still exiting, being taken for this run's: see `stale` below.)
     monkeypatch.setenv(UNIT_DELAY_ENV, "0.2")
+
+    stale = _unit_host_pids()  # an earlier test's actors may still be exiting
 
     def kill_one_busy_worker() -> None:
         deadline, known = time.time() + 240, set()
         while time.time() < deadline and not killed:
-            for pid in _ray_workers_running_a_unit(known):
+            for pid in _ray_workers_running_a_unit(known, stale):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
