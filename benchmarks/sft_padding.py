@@ -2,8 +2,8 @@
 
 World v2's traces run from ~30 to ~1,400 tokens, so a random batch of 16 is padded to its longest
 member and most of SFT's compute goes to padding (issue 14: θ_f took 47 minutes). This trains the
-shipped θ₀ v2 for the same number of epochs on the same rows with the demo's recipe (batch 16, lr
-1e-3), once with random batches and once length-grouped, and prints for each: wall time, the share of
+shipped θ₀ v2 for the same number of epochs on the same rows with the v2 demo's recipe
+(``synth.demo.sft_recipe``: batch 16, lr 1e-3), once with random batches and once length-grouped, and prints for each: wall time, the share of
 padded positions over every forward, the final training loss, and the time ratio.
 
     .venv/bin/python benchmarks/sft_padding.py [--rows 160] [--epochs 1]
@@ -12,6 +12,7 @@ padded positions over every forward, the final training loss, and the time ratio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from reasonsift.config import DataConfig, ModelConfig, TrainConfig
+from reasonsift.config import DataConfig, ModelConfig
+from reasonsift.synth.demo import FULL, sft_recipe
 from reasonsift.synth.generate import write_jsonl
 from reasonsift.synth.v2.generate import generate_pool
 from reasonsift.synth.world import SHIPPED_V2
@@ -32,7 +34,6 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--world-seed", type=int, default=0)
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = write_jsonl(generate_pool(args.rows, args.world_seed), Path(tmp) / "pool.jsonl")
@@ -47,9 +48,7 @@ def main() -> None:
                     seen.append((int(mask.sum()), mask.numel()))
                 return original(module, *a, **kw)
 
-            train = TrainConfig(learning_rate=1e-3, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-                                gradient_accumulation_steps=1, max_length=1600, seed=0, warmup_ratio=0.05,
-                                weight_decay=0.0, save_steps=100_000, logging_steps=10, group_by_length=group)
+            train = sft_recipe(dataclasses.replace(FULL, group_by_length=group), args.epochs, seed=0)
             torch.nn.Module.__call__ = watch
             try:
                 start = time.perf_counter()
@@ -62,7 +61,8 @@ def main() -> None:
             real, total = sum(r for r, _ in seen), sum(t for _, t in seen)
             results[group] = {"wall_s": wall, "padding_share": 1 - real / total, "forwards": len(seen),
                               "real_tokens": real, "final_loss": report.get("final_loss")}
-    print(f"rows {args.rows}, epochs {args.epochs}, world seed {args.world_seed}, batch 16, {torch.get_num_threads()} threads")
+    print(f"rows {args.rows}, epochs {args.epochs}, world seed {args.world_seed}, batch {FULL.batch_size}, "
+          f"{torch.get_num_threads()} threads")
     print(f"{'batches':<16}{'wall s':>9}{'forwards':>10}{'real tokens':>13}{'padding':>9}{'final loss':>12}")
     for group, r in results.items():
         name = "length-grouped" if group else "random"

@@ -79,9 +79,9 @@ def load_vllm(model_path: str, mc: ModelConfig, max_logprobs: int = MIN_LOGPROBS
     if is_adapter_folder(model_path):
         raise ModelLoadError(f"{model_path} holds only a LoRA adapter; engine=vllm needs a full model folder "
                              "(the merged model that reasonsift train --lora writes to its OUT folder)")
+    _check_batch_invariant()
     tokenizer = load_tokenizer(model_path, mc.trust_remote_code)
     device = resolve_device(mc.device)
-    _check_batch_invariant()
     dtype = str(resolve_dtype(mc.dtype, device)).removeprefix("torch.")
     key = (str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path, dtype, mc.trust_remote_code)
     known = _ENGINES.get(key)

@@ -86,18 +86,24 @@ V1_QUICK = dataclasses.replace(V1_FULL, pool=200, eval_per_cell=1, base=BaseReci
 PRESETS = {("v2", False): FULL, ("v2", True): QUICK, ("v1", False): V1_FULL, ("v1", True): V1_QUICK}
 
 
+def sft_recipe(size: DemoSize, epochs: float, seed: int, objective: str = "sft") -> Any:
+    """The demo's fine-tuning recipe as a ``TrainConfig`` (every arm, θ_f included, trains with it)."""
+    from reasonsift.config import TrainConfig
+
+    return TrainConfig(objective=objective, learning_rate=size.learning_rate, num_train_epochs=epochs,
+                       per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1,
+                       max_length=size.max_length, seed=seed, warmup_ratio=0.05, weight_decay=0.0,
+                       save_steps=100_000, logging_steps=10, group_by_length=size.group_by_length)
+
+
 def _train(data: Path, base: Path, out: Path, epochs: float, seed: int, size: DemoSize, progress: bool,
            objective: str = "sft") -> Path:
     """Full fine-tune of θ₀ with the demo's recipe (SFT, or CFT on a file with critical masks)."""
-    from reasonsift.config import TrainConfig
     from reasonsift.training.run_training import run_training
 
     if (out / "model.safetensors").exists():
         return out
-    train = TrainConfig(objective=objective, learning_rate=size.learning_rate, num_train_epochs=epochs,
-                        per_device_train_batch_size=size.batch_size, gradient_accumulation_steps=1,
-                        max_length=size.max_length, seed=seed, warmup_ratio=0.05, weight_decay=0.0,
-                        save_steps=100_000, logging_steps=10, group_by_length=size.group_by_length)
+    train = sft_recipe(size, epochs, seed, objective)
     run_training(str(data), {"data": DataConfig(), "model": ModelConfig(model=str(base)), "train": train},
                  out, command="reasonsift demo", progress=progress, log_lines=False)
     return out
