@@ -71,7 +71,7 @@ class DemoSize:
 
 FULL = DemoSize()  # reasonsift demo --world v2
 VALIDATION = FULL  # benchmarks/synthetic_validation.py: the demo's recipe, more seeds and methods
-QUICK = DemoSize(pool=120, eval_per_cell=1, base=BaseRecipeV2(steps=30, corpus_items=2_000, seq_len=256),
+QUICK = DemoSize(pool=120, eval_per_cell=1, base=BaseRecipeV2(steps=30, corpus_items=2_000, seq_len=256, copy_steps=10),
                  theta_f_epochs=1.0, subset_epochs=1.0, num_checkpoints=3, max_new_tokens=120, max_length=512,
                  long_tokens=400, critical_alternatives=1, critical_max_tokens=60)
 # World v1 (character tokens; issue 5's table in BENCHMARKS.md was measured with these), `--world v1`.

@@ -35,7 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
@@ -83,8 +83,15 @@ class BaseRecipeV2:
     seq_len: int = 256  # tokens per training row (several items packed): more, shorter steps
     batch_size: int = 16
     steps: int = 2000
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3  # 3e-3 kept induction heads from forming (docs/synth-world-v2.md, change 4)
     seed: int = 0
+    # Copy phase (docs/synth-world-v2.md, change 5): before any world text, ``copy_steps`` steps of the
+    # pure copy task at a constant ``copy_learning_rate`` form the induction heads that copying a
+    # problem's operations needs; the world text alone never formed them. ``copy_share`` of the world
+    # phase's rows stay copy-task rows so the heads are still used while the world is learnt.
+    copy_steps: int = 5000  # two measured runs formed them at ~2,200-3,000 steps (loss 2.9); margin for the rest
+    copy_learning_rate: float = 1e-3
+    copy_share: float = 0.125
     world: ClassVar[str] = "v2"
 
 
@@ -112,21 +119,38 @@ def _rows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 
-def pretrain(model: torch.nn.Module, rows: torch.Tensor, recipe: BaseRecipe | BaseRecipeV2,
-             progress: bool = True) -> list[float]:
-    """Plain next-token pretraining with AdamW and a cosine schedule; returns the loss curve."""
-    gen = torch.Generator().manual_seed(recipe.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
-    warmup = max(1, recipe.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 *
-                                              (1 + math.cos(math.pi * min(s, recipe.steps) / recipe.steps)))
+def copy_task_row(tokenizer, rng: random.Random, seq_len: int) -> list[int]:
+    """One row of the pure copy task: random numbers 0-99 (the world's own number tokens), ``</s>``, the
+    same numbers again, ``<unk>``, the next sequence, … cut at ``seq_len`` tokens.
+
+    Its second halves can only be predicted by copying from the context, so this is the task on which
+    induction heads form; separators are special tokens because the same exercise written in world
+    words never formed them (docs/synth-world-v2.md, change 4).
+    """
+    numbers = [tokenizer.convert_tokens_to_ids(f"\u0120{i}") for i in range(100)]  # "Ġ7": " 7"
+    first, second = tokenizer.convert_tokens_to_ids("</s>"), tokenizer.convert_tokens_to_ids("<unk>")
+    ids: list[int] = []
+    while len(ids) < seq_len:
+        seq = [rng.choice(numbers) for _ in range(rng.randint(4, 40))]
+        ids += seq + [first] + seq + [second]
+    return ids[:seq_len]
+
+
+def pretrain(model: torch.nn.Module, batch: Callable[[], torch.Tensor], steps: int, learning_rate: float,
+             cosine: bool = True, progress: bool = True, desc: str = "pretrain θ₀") -> list[float]:
+    """Plain next-token pretraining with AdamW, ``batch()`` drawing each (B, seq_len) batch; a 5% linear
+    warm-up, then a cosine decay to 0 (``cosine``) or a constant rate. Returns the loss curve."""
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) if cosine else 1.0))
     model.train()
     losses = []
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(recipe.steps), desc="pretrain θ₀", disable=not progress, leave=False):
-        batch = rows[torch.randint(0, rows.shape[0], (recipe.batch_size,), generator=gen)]  # (B, seq_len)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        rows = batch()  # (B, seq_len)
+        loss = model(input_ids=rows, labels=rows, use_cache=False).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -161,10 +185,33 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
     rows = _rows(tokenizer, lines, recipe.seq_len)
     logger.info("building θ₀ (%.2fM params) on %d rows of %d tokens into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
-    losses = pretrain(model, rows, recipe, progress)
+    gen = torch.Generator().manual_seed(recipe.seed)
+
+    def world_batch() -> torch.Tensor:
+        return rows[torch.randint(0, rows.shape[0], (recipe.batch_size,), generator=gen)]  # (B, seq_len)
+
+    batch, info_extra = world_batch, {}
+    rng = random.Random(f"v2-copy-{recipe.seed}")  # copy-task rows: their own stream, the corpus is unchanged
+    if recipe.world == "v2" and recipe.copy_steps:
+
+        def copy_batch() -> torch.Tensor:
+            return torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(recipe.batch_size)])
+
+        copy_losses = pretrain(model, copy_batch, recipe.copy_steps, recipe.copy_learning_rate, cosine=False,
+                               progress=progress, desc="θ₀ copy phase")
+        info_extra["copy_final_loss"] = round(sum(copy_losses[-50:]) / len(copy_losses[-50:]), 4)
+        logger.info("copy phase done (final loss %.3f; perfect copying ≈ 2.3)", info_extra["copy_final_loss"])
+    if recipe.world == "v2" and recipe.copy_share:
+        n_copy = round(recipe.copy_share * recipe.batch_size)  # fixed per batch: the same mix every step
+
+        def batch() -> torch.Tensor:
+            rows_ = world_batch()
+            rows_[:n_copy] = torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(n_copy)])
+            return rows_
+    losses = pretrain(model, batch, recipe.steps, recipe.learning_rate, progress=progress)
     info = {"recipe": asdict(recipe), "world": recipe.world, "hash": recipe_hash(recipe),
             "corpus_version": CORPUS_VERSION_V2 if recipe.world == "v2" else CORPUS_VERSION,
-            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), "seconds": round(time.time() - start, 1)}
+            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), **info_extra, "seconds": round(time.time() - start, 1)}
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
