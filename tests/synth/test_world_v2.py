@@ -252,15 +252,15 @@ def test_shipped_theta0_signals_on_a_v2_pool(tmp_path) -> None:
     scores = pq.read_table(tmp_path / "run" / "scores.parquet").to_pandas()
     steps = {r["id"]: r["true_difficulty"] for r in rows}
     k = [steps[i] for i in scores["id"]]
-    assert spearmanr(scores["base_loss_100"], k).statistic < -0.3  # measured −0.56
-    assert abs(spearmanr(scores["difficulty"], k).statistic) < 0.3  # measured −0.03: noise blurs it, no sign
+    assert spearmanr(scores["base_loss_100"], k).statistic < -0.3  # measured −0.56 (build 3), −0.49 (build 5)
+    assert abs(spearmanr(scores["difficulty"], k).statistic) < 0.3  # measured −0.03, −0.08: noise blurs it, no sign
 
 
-def test_shipped_theta0_cannot_copy_from_its_context() -> None:
-    """The measured reason θ₀ v2 mis-copies operations (docs/synth-world-v2.md, change 4): a repeated
-    sequence of random numbers costs as much the second time as the first (no induction heads). A θ₀
-    that fixes this must fail here, and this test, BENCHMARKS.md and the design doc change with it."""
+def test_shipped_theta0_copies_from_its_context() -> None:
+    """θ₀ v2's copy phase (docs/synth-world-v2.md, changes 4-6) gives it induction heads: a repeated
+    sequence of random numbers costs far less the second time (measured 5.44 → 2.46 nats per token;
+    the θ₀ without a copy phase: 13.67 → 13.51). Without them it mis-copies a problem's operations."""
     from reasonsift.synth.world import SHIPPED_V2, probe_copying
 
     copying = probe_copying(SHIPPED_V2)
-    assert copying["repeat_nll"] > copying["first_nll"] - 0.5, copying  # measured 13.51 vs 13.67
+    assert copying["repeat_nll"] < copying["first_nll"] - 2.0, copying

@@ -1,7 +1,8 @@
 """The synthetic worlds' base models θ₀ (v1: ``BaseRecipe``; v2: ``BaseRecipeV2``).
 
 v2 (docs/synth-world-v2.md): a word-tokenizer Llama pretrained on one-step facts and on whole
-problems solved in a terse textbook form, so chaining is latent and SFT elicits the long-CoT form.
+problems solved in a terse textbook form, so chaining is latent and SFT elicits the long-CoT form;
+a copy phase before the world text forms the induction heads that reading a problem needs.
 Shipped in ``synth/base_model_v2/``; otherwise as v1 below.
 
 v1: θ₀ pretrained on one-step facts and the first steps of problems.
@@ -165,6 +166,41 @@ def pretrain(model: torch.nn.Module, batch: Callable[[], torch.Tensor], steps: i
     return losses
 
 
+def _batches(recipe: BaseRecipe | BaseRecipeV2, tokenizer, rows: torch.Tensor, model: torch.nn.Module,
+             progress: bool) -> tuple[Callable[[], torch.Tensor], dict]:
+    """The world phase's batch function: ``batch_size`` corpus rows drawn with replacement. For a v2
+    recipe with a copy phase, first run that phase on ``model`` and keep ``copy_share`` of every world
+    batch as copy-task rows (change 5-6). Returns the function and what ``recipe.json`` adds."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+
+    def world_batch() -> torch.Tensor:
+        return rows[torch.randint(0, rows.shape[0], (recipe.batch_size,), generator=gen)]  # (B, seq_len)
+
+    if recipe.world != "v2":
+        return world_batch, {}
+    info: dict = {}
+    rng = random.Random(f"v2-copy-{recipe.seed}")  # copy-task rows: their own stream, the corpus is unchanged
+
+    def copy_rows(n: int) -> torch.Tensor:
+        return torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(n)])  # (n, seq_len)
+
+    if recipe.copy_steps:
+        losses = pretrain(model, lambda: copy_rows(recipe.batch_size), recipe.copy_steps, recipe.copy_learning_rate,
+                          cosine=False, progress=progress, desc="θ₀ copy phase")
+        info["copy_final_loss"] = round(sum(losses[-50:]) / len(losses[-50:]), 4)
+        logger.info("copy phase done (final loss %.3f; perfect copying ≈ 2.3)", info["copy_final_loss"])
+    if not recipe.copy_share:
+        return world_batch, info
+    n_copy = round(recipe.copy_share * recipe.batch_size)  # fixed per batch: the same mix every step
+
+    def mixed_batch() -> torch.Tensor:
+        batch = world_batch()
+        batch[:n_copy] = copy_rows(n_copy)
+        return batch
+
+    return mixed_batch, info
+
+
 def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: bool = True) -> dict:
     """Pretrain θ₀ from scratch and save it (weights, tokenizer, ``recipe.json``) to ``out``.
 
@@ -189,29 +225,7 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
     rows = _rows(tokenizer, lines, recipe.seq_len)
     logger.info("building θ₀ (%.2fM params) on %d rows of %d tokens into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
-    gen = torch.Generator().manual_seed(recipe.seed)
-
-    def world_batch() -> torch.Tensor:
-        return rows[torch.randint(0, rows.shape[0], (recipe.batch_size,), generator=gen)]  # (B, seq_len)
-
-    batch, info_extra = world_batch, {}
-    rng = random.Random(f"v2-copy-{recipe.seed}")  # copy-task rows: their own stream, the corpus is unchanged
-    if recipe.world == "v2" and recipe.copy_steps:
-
-        def copy_batch() -> torch.Tensor:
-            return torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(recipe.batch_size)])
-
-        copy_losses = pretrain(model, copy_batch, recipe.copy_steps, recipe.copy_learning_rate, cosine=False,
-                               progress=progress, desc="θ₀ copy phase")
-        info_extra["copy_final_loss"] = round(sum(copy_losses[-50:]) / len(copy_losses[-50:]), 4)
-        logger.info("copy phase done (final loss %.3f; perfect copying ≈ 2.3)", info_extra["copy_final_loss"])
-    if recipe.world == "v2" and recipe.copy_share:
-        n_copy = round(recipe.copy_share * recipe.batch_size)  # fixed per batch: the same mix every step
-
-        def batch() -> torch.Tensor:
-            rows_ = world_batch()
-            rows_[:n_copy] = torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(n_copy)])
-            return rows_
+    batch, info_extra = _batches(recipe, tokenizer, rows, model, progress)
     losses = pretrain(model, batch, recipe.steps, recipe.learning_rate, progress=progress)
     info = {"recipe": asdict(recipe), "world": recipe.world, "hash": recipe_hash(recipe),
             "corpus_version": CORPUS_VERSION_V2 if recipe.world == "v2" else CORPUS_VERSION,
@@ -305,8 +319,8 @@ def probe_copying(model_dir: str | Path, n: int = 20, length: int = 30, seed: in
     """In-context copying (induction heads): mean per-token loss on ``n`` sequences of ``length`` random
     numbers 0-99, on their first occurrence and on an immediate repetition.
 
-    A model that can copy from its context has a much lower loss on the repetition; the shipped θ₀ v2
-    has none (docs/synth-world-v2.md, change 4), which is why it mis-copies a problem's operations.
+    A model that can copy from its context has a much lower loss on the repetition. θ₀ v2 without a
+    copy phase had none and mis-copied a problem's operations (docs/synth-world-v2.md, changes 4-6).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
