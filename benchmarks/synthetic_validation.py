@@ -73,8 +73,10 @@ def summarize(per_seed: list[dict]) -> str:
         if rnd:
             lines.append(f"| 10% random SFT accuracy ({len(rnd)} seeds) | {ci(rnd)} (sd {np.std(rnd, ddof=1) if len(rnd) > 1 else 0:.3f}) |")
         if full and rnd:
-            gain = (np.mean(rnd) - first["base_accuracy"]) / max(1e-9, np.mean(full) - first["base_accuracy"])
-            lines.append(f"| share of the full-pool gain that 10% random gets | {gain:.2f} |")
+            full_gain = np.mean(full) - first["base_accuracy"]
+            # A share of no gain is meaningless (the first v2 run printed 7812500.00 for 0.008 / 1e-9).
+            share = f"{(np.mean(rnd) - first['base_accuracy']) / full_gain:.2f}" if full_gain > 0 else "n/a (no full-pool gain)"
+            lines.append(f"| share of the full-pool gain that 10% random gets | {share} |")
         lines.append("")
     v = first["validation"]
     rnd_info = first.get("theta_rnd") or {}
