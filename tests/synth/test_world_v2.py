@@ -215,6 +215,22 @@ def test_pretraining_corpus_holds_the_capability_but_not_the_long_cot_form() -> 
         assert form not in text
 
 
+def test_pretraining_corpus_long_share_adds_clean_plain_long_traces() -> None:
+    """θ₀'s default recipe (change 8) sees a tenth of its items as clean long-CoT traces without a
+    chat turn: the bare problem, the trace, the right answer line, never a loop or truncation."""
+    from reasonsift.synth.world import BaseRecipeV2
+
+    corpus = pretraining_corpus(2000, 0, long_share=BaseRecipeV2().long_share)
+    long = [x for x in corpus if "\nanswer: " in x]
+    assert 0.07 < len(long) / len(corpus) < 0.13
+    for x in long:
+        prompt, *lines = x.split("\n")
+        assert lines[1].startswith("plan : ") and lines[-1] == f"answer: {reference(prompt)[0]}"
+        assert "let me redo" not in x and "<|" not in x
+    rest = [x for x in corpus if x not in long]
+    assert 0.6 < sum(x.startswith("problem : ") for x in rest) / len(rest) < 0.8  # terse solutions as before
+
+
 def test_shipped_v2_base_model_matches_its_recipe() -> None:
     """θ₀ v2 ships with the package and its hash is the default recipe's (scripts/build_synth_base.py
     --world v2 rebuilds it; bump CORPUS_VERSION_V2 when the world's text changes)."""

@@ -141,13 +141,24 @@ def generate_eval(n_per_cell: int, seed: int, exclude_prompts: set[str] | None =
     return rows
 
 
-def pretraining_corpus(n_items: int, seed: int, solution_share: float = 0.7) -> list[str]:
+def pretraining_corpus(n_items: int, seed: int, solution_share: float = 0.7, long_share: float = 0.0) -> list[str]:
     """θ₀'s corpus: one-step facts and, with probability ``solution_share``, whole problems
-    (every family, K = 1..MAX_STEPS) solved in the terse textbook form — never the long-CoT form."""
+    (every family, K = 1..MAX_STEPS) solved in the terse textbook form.
+
+    With ``long_share`` > 0, that share of items are instead clean long-CoT traces written as plain
+    text (the bare problem on one line, the trace, the answer line; no chat turn), the way a base
+    LLM has seen worked solutions on the web before reasoning SFT (docs/synth-world-v2.md, change 8).
+    At 0 (the default) the stream is the one earlier θ₀ builds were trained on and holds no long form.
+    """
     rng = random.Random(f"v2-pretrain-{seed}")
     out = []
     for _ in range(n_items):
-        if rng.random() < solution_share:
+        if long_share and rng.random() < long_share:
+            problem = make_problem(rng.choice(FAMILIES), rng, rng.randint(1, MAX_STEPS))
+            steps = solve(problem)
+            lines = render(problem, steps, rng, SOURCES[rng.choice(list(SOURCES))].style)
+            out.append("\n".join([problem.prompt] + lines + [ANSWER_PREFIX + answer_of(problem, steps)]))
+        elif rng.random() < solution_share:
             out.append(terse_solution(make_problem(rng.choice(FAMILIES), rng, rng.randint(1, MAX_STEPS))))
         else:
             out.append(fact(rng))
