@@ -49,8 +49,8 @@ class DemoSize:
     eval_per_cell: int = 2  # held-out problems per (family, steps) cell
     budget_fraction: float = 0.1
     base: BaseRecipe | BaseRecipeV2 = BaseRecipeV2()  # the shipped θ₀: no pretraining in the demo
-    theta_f_epochs: float = 3.0  # θ_f = θ₀ fine-tuned on the whole pool (the "full" arm) ...
-    subset_epochs: float = 3.0  # ... and every subset: the same epochs, as the paper trains them
+    theta_f_epochs: float = 6.0  # θ_f = θ₀ fine-tuned on the whole pool (the "full" arm) ... (change 7: 3 → 6)
+    subset_epochs: float = 6.0  # ... and every subset: the same epochs, as the paper trains them
     learning_rate: float = 1e-3
     batch_size: int = 16
     group_by_length: bool = True  # SFT batches of similar lengths (v2 traces run 30-1,400 tokens: padding waste)
