@@ -3,7 +3,7 @@
 World v2's traces run from ~30 to ~1,400 tokens, so a random batch of 16 is padded to its longest
 member and most of SFT's compute goes to padding (issue 14: θ_f took 47 minutes). This trains the
 shipped θ₀ v2 for the same number of epochs on the same rows with the v2 demo's recipe
-(``synth.demo.sft_recipe``: batch 16, lr 1e-3), once with random batches and once length-grouped, and prints for each: wall time, the share of
+(``synth.demo_presets.sft_recipe``: batch 16, lr 1e-3), once with random batches and once length-grouped, and prints for each: wall time, the share of
 padded positions over every forward, the final training loss, and the time ratio.
 
     .venv/bin/python benchmarks/sft_padding.py [--rows 160] [--epochs 1]
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from reasonsift.config import DataConfig, ModelConfig
-from reasonsift.synth.demo import FULL, sft_recipe
+from reasonsift.synth.demo_presets import FULL, sft_recipe
 from reasonsift.synth.generate import write_jsonl
 from reasonsift.synth.v2.generate import generate_pool
 from reasonsift.synth.world import SHIPPED_V2

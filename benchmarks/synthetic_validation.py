@@ -37,7 +37,8 @@ import numpy as np
 from scipy import stats
 
 from reasonsift.config import WORLDS
-from reasonsift.synth.demo import PRESETS, V1_VALIDATION, VALIDATION, run_demo
+from reasonsift.synth.demo import run_demo
+from reasonsift.synth.demo_presets import PRESETS, V1_VALIDATION, VALIDATION
 
 METHODS = ("temp", "random", "full", "longest", "middle-perplexity", "difficulty", "full-loss", "s2l", "embedding",
            "cft-numbers")

@@ -55,7 +55,8 @@ def test_quick_demo_v1_runs_end_to_end(tmp_path, monkeypatch, capsys):
 def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
     """World v2 at the quick size: the full arm, the numbers-mask CFT arm, radii set from ‖θ_f − θ₀‖,
     the world's properties, and a second seed that reuses the first one's pool, θ_f and scores."""
-    from reasonsift.synth.demo import QUICK, direction_norm, run_demo
+    from reasonsift.synth.demo import direction_norm, run_demo
+    from reasonsift.synth.demo_presets import QUICK
 
     monkeypatch.setenv("REASONSIFT_CACHE", str(tmp_path / "cache"))
     shared = tmp_path / "shared"
@@ -88,7 +89,7 @@ def test_quick_demo_v2_shares_one_world_between_seeds(tmp_path, monkeypatch):
 
 def test_v1_presets_are_the_recorded_ones():
     """World v1's presets reproduce the settings issue 5's table (BENCHMARKS.md) was measured with."""
-    from reasonsift.synth.demo import V1_FULL, V1_QUICK, V1_VALIDATION
+    from reasonsift.synth.demo_presets import V1_FULL, V1_QUICK, V1_VALIDATION
     from reasonsift.synth.world import BaseRecipe
 
     common = dict(world="v1", pool=1000, eval_per_cell=5, budget_fraction=0.1, num_checkpoints=8, short_tokens=32,
