@@ -216,11 +216,10 @@ def test_pretraining_corpus_holds_the_capability_but_not_the_long_cot_form() -> 
 
 
 def test_pretraining_corpus_long_share_adds_clean_plain_long_traces() -> None:
-    """θ₀'s default recipe (change 8) sees a tenth of its items as clean long-CoT traces without a
-    chat turn: the bare problem, the trace, the right answer line, never a loop or truncation."""
-    from reasonsift.synth.world import BaseRecipeV2
-
-    corpus = pretraining_corpus(2000, 0, long_share=BaseRecipeV2().long_share)
+    """Change 8's corpus (decided, not yet the shipped θ₀'s): a tenth of the items are clean long-CoT
+    traces without a chat turn: the bare problem, the trace, the right answer line, never a loop or
+    truncation."""
+    corpus = pretraining_corpus(2000, 0, long_share=0.1)
     long = [x for x in corpus if "\nanswer: " in x]
     assert 0.07 < len(long) / len(corpus) < 0.13
     for x in long:

@@ -81,7 +81,6 @@ class BaseRecipeV2:
     num_heads: int = 4  # head_dim 32: also what vLLM's CPU attention accepts
     corpus_items: int = 40_000
     solution_share: float = 0.7  # share of corpus items that are whole problems in the terse form
-    long_share: float = 0.1  # share that are clean long-CoT traces as plain text, no chat turn (change 8)
     seq_len: int = 256  # tokens per training row (several items packed): more, shorter steps
     batch_size: int = 16
     steps: int = 3000
@@ -217,7 +216,7 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
         model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
                                  num_heads=recipe.num_heads, max_position_embeddings=2048, tie_word_embeddings=True,
                                  seed=recipe.seed)
-        lines = corpus_v2(recipe.corpus_items, recipe.seed, recipe.solution_share, recipe.long_share)
+        lines = corpus_v2(recipe.corpus_items, recipe.seed, recipe.solution_share)
     else:
         tokenizer = char_tokenizer(CHARSET)
         model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
