@@ -120,9 +120,9 @@ def _rows(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 
-def copy_task_row(tokenizer, rng: random.Random, seq_len: int) -> list[int]:
-    """One row of the pure copy task: random numbers 0-99 (the world's own number tokens) written twice
-    in a row, then the next sequence written twice, … cut at ``seq_len`` tokens. No separators.
+def copy_task_row(numbers: list[int], rng: random.Random, seq_len: int) -> list[int]:
+    """One row of the pure copy task: random numbers (``numbers``: token ids) written twice in a row,
+    then the next sequence written twice, … cut at ``seq_len`` tokens. No separators.
 
     A repetition can only be predicted by finding the current number earlier in the context and
     copying what followed it, so this is the task on which induction heads form. With a separator
@@ -130,12 +130,20 @@ def copy_task_row(tokenizer, rng: random.Random, seq_len: int) -> list[int]:
     (second-copy loss 0.0 there) but not from plain context, and the world text gained nothing
     (docs/synth-world-v2.md, changes 4-6).
     """
-    numbers = [tokenizer.convert_tokens_to_ids(f"\u0120{i}") for i in range(100)]  # "Ġ7": " 7"
     ids: list[int] = []
     while len(ids) < seq_len:
         seq = [rng.choice(numbers) for _ in range(rng.randint(4, 40))]
         ids += seq + seq
     return ids[:seq_len]
+
+
+def copy_rows(tokenizer, recipe: BaseRecipeV2) -> Callable[[int], torch.Tensor]:
+    """A seeded stream of copy-task rows over the numbers 0-99 as the world's own tokens: ``f(n)`` is the
+    next (n, seq_len) batch. One stream serves the copy phase and then the world phase's mixed rows, so
+    a build is reproducible from its recipe; the corpus's own stream is untouched."""
+    numbers = [tokenizer.convert_tokens_to_ids(f"\u0120{i}") for i in range(100)]  # "Ġ7": " 7"
+    rng = random.Random(f"v2-copy-{recipe.seed}")
+    return lambda n: torch.tensor([copy_task_row(numbers, rng, recipe.seq_len) for _ in range(n)])
 
 
 def pretrain(model: torch.nn.Module, batch: Callable[[], torch.Tensor], steps: int, learning_rate: float,
@@ -166,39 +174,30 @@ def pretrain(model: torch.nn.Module, batch: Callable[[], torch.Tensor], steps: i
     return losses
 
 
-def _batches(recipe: BaseRecipe | BaseRecipeV2, tokenizer, rows: torch.Tensor, model: torch.nn.Module,
-             progress: bool) -> tuple[Callable[[], torch.Tensor], dict]:
-    """The world phase's batch function: ``batch_size`` corpus rows drawn with replacement. For a v2
-    recipe with a copy phase, first run that phase on ``model`` and keep ``copy_share`` of every world
-    batch as copy-task rows (changes 5-6). Returns the function and what ``recipe.json`` adds."""
+def _tail_loss(losses: list[float]) -> float:
+    """The mean of the last 50 steps' losses, as ``recipe.json`` records it."""
+    return round(sum(losses[-50:]) / len(losses[-50:]), 4)
+
+
+def _batches(recipe: BaseRecipe | BaseRecipeV2, rows: torch.Tensor,
+             copy: Callable[[int], torch.Tensor] | None) -> Callable[[], torch.Tensor]:
+    """The world phase's batch function: ``batch_size`` corpus rows drawn with replacement, of which a
+    v2 recipe's ``copy_share`` are replaced by rows of the ``copy`` stream (changes 5-6)."""
     gen = torch.Generator().manual_seed(recipe.seed)
 
     def world_batch() -> torch.Tensor:
         return rows[torch.randint(0, rows.shape[0], (recipe.batch_size,), generator=gen)]  # (B, seq_len)
 
-    if recipe.world != "v2":
-        return world_batch, {}
-    info: dict = {}
-    rng = random.Random(f"v2-copy-{recipe.seed}")  # copy-task rows: their own stream, the corpus is unchanged
-
-    def copy_rows(n: int) -> torch.Tensor:
-        return torch.tensor([copy_task_row(tokenizer, rng, recipe.seq_len) for _ in range(n)])  # (n, seq_len)
-
-    if recipe.copy_steps:
-        losses = pretrain(model, lambda: copy_rows(recipe.batch_size), recipe.copy_steps, recipe.copy_learning_rate,
-                          cosine=False, progress=progress, desc="θ₀ copy phase")
-        info["copy_final_loss"] = round(sum(losses[-50:]) / len(losses[-50:]), 4)
-        logger.info("copy phase done (final loss %.3f; perfect copying ≈ 2.3)", info["copy_final_loss"])
-    if not recipe.copy_share:
-        return world_batch, info
+    if copy is None or not recipe.copy_share:
+        return world_batch
     n_copy = round(recipe.copy_share * recipe.batch_size)  # fixed per batch: the same mix every step
 
     def mixed_batch() -> torch.Tensor:
         batch = world_batch()
-        batch[:n_copy] = copy_rows(n_copy)
+        batch[:n_copy] = copy(n_copy)
         return batch
 
-    return mixed_batch, info
+    return mixed_batch
 
 
 def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: bool = True) -> dict:
@@ -225,11 +224,16 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
     rows = _rows(tokenizer, lines, recipe.seq_len)
     logger.info("building θ₀ (%.2fM params) on %d rows of %d tokens into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
-    batch, info_extra = _batches(recipe, tokenizer, rows, model, progress)
-    losses = pretrain(model, batch, recipe.steps, recipe.learning_rate, progress=progress)
+    copy, info_extra = (copy_rows(tokenizer, recipe) if recipe.world == "v2" else None), {}
+    if copy is not None and recipe.copy_steps:  # the copy phase first: induction heads (changes 5-6)
+        copy_losses = pretrain(model, lambda: copy(recipe.batch_size), recipe.copy_steps, recipe.copy_learning_rate,
+                               cosine=False, progress=progress, desc="θ₀ copy phase")
+        info_extra["copy_final_loss"] = _tail_loss(copy_losses)
+        logger.info("copy phase done (final loss %.3f; perfect copying ≈ 2.3)", info_extra["copy_final_loss"])
+    losses = pretrain(model, _batches(recipe, rows, copy), recipe.steps, recipe.learning_rate, progress=progress)
     info = {"recipe": asdict(recipe), "world": recipe.world, "hash": recipe_hash(recipe),
             "corpus_version": CORPUS_VERSION_V2 if recipe.world == "v2" else CORPUS_VERSION,
-            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), **info_extra, "seconds": round(time.time() - start, 1)}
+            "final_loss": _tail_loss(losses), **info_extra, "seconds": round(time.time() - start, 1)}
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
