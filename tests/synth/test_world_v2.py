@@ -203,6 +203,8 @@ def test_eval_covers_every_cell_and_is_disjoint_from_the_pool(pool: list[dict]) 
 
 
 def test_pretraining_corpus_holds_the_capability_but_not_the_long_cot_form() -> None:
+    """At ``long_share=0`` (builds 1-5; build 6 adds plain long traces, tested below) the corpus is facts
+    and terse solutions only."""
     corpus = pretraining_corpus(2000, 0)
     solutions = [x for x in corpus if x.startswith("problem : ")]
     assert 0.6 < len(solutions) / len(corpus) < 0.8
@@ -216,7 +218,7 @@ def test_pretraining_corpus_holds_the_capability_but_not_the_long_cot_form() -> 
 
 
 def test_pretraining_corpus_long_share_adds_clean_plain_long_traces() -> None:
-    """Change 8's corpus (decided, not yet the shipped θ₀'s): a tenth of the items are clean long-CoT
+    """Change 8's corpus (the shipped θ₀'s since build 6): a tenth of the items are clean long-CoT
     traces without a chat turn: the bare problem, the trace, the right answer line, never a loop or
     truncation."""
     corpus = pretraining_corpus(2000, 0, long_share=0.1)
@@ -248,10 +250,12 @@ def test_shipped_v2_base_model_matches_its_recipe() -> None:
 
 def test_shipped_theta0_signals_on_a_v2_pool(tmp_path) -> None:
     """What TEMP's difficulty sees on the shipped θ₀ v2, as measured (BENCHMARKS.md, world v2):
-    calibration finds θ_rnd in the paper's band, and θ₀'s 100-token loss *falls* with the number of
-    steps — a long trace's first 100 tokens are mostly its restated operations (copying), a short
-    one's hold its computation — so the early window is not a difficulty signal here. If a change to
-    the world fixes that, this test must change with BENCHMARKS.md, not be loosened quietly."""
+    calibration finds θ_rnd in the paper's band. On builds 3 and 5 (no long form in pretraining) θ₀'s
+    100-token loss *fell* with the number of steps (ρ −0.56, −0.49: a long trace's first 100 tokens are
+    mostly restated operations, cheap to copy; a short one's hold its unfamiliar computation). Build 6
+    has seen clean long traces (change 8) and that anti-correlation is gone (−0.12 here, −0.15 on the
+    benchmark's pool), but the early window is still no difficulty signal under noise (θ_rnd: −0.03).
+    If a change to the world moves these, this test changes with BENCHMARKS.md, not loosened quietly."""
     import pyarrow.parquet as pq
     from scipy.stats import spearmanr
 
@@ -267,14 +271,15 @@ def test_shipped_theta0_signals_on_a_v2_pool(tmp_path) -> None:
     scores = pq.read_table(tmp_path / "run" / "scores.parquet").to_pandas()
     steps = {r["id"]: r["true_difficulty"] for r in rows}
     k = [steps[i] for i in scores["id"]]
-    assert spearmanr(scores["base_loss_100"], k).statistic < -0.3  # measured −0.56 (build 3), −0.49 (build 5)
-    assert abs(spearmanr(scores["difficulty"], k).statistic) < 0.3  # measured −0.03, −0.08: noise blurs it, no sign
+    assert -0.3 < spearmanr(scores["base_loss_100"], k).statistic < 0.3  # measured −0.12 (build 6)
+    assert abs(spearmanr(scores["difficulty"], k).statistic) < 0.3  # noise blurs it, no sign
 
 
 def test_shipped_theta0_copies_from_its_context() -> None:
     """θ₀ v2's copy phase (docs/synth-world-v2.md, changes 4-6) gives it induction heads: a repeated
-    sequence of random numbers costs far less the second time (measured 5.44 → 2.46 nats per token;
-    the θ₀ without a copy phase: 13.67 → 13.51). Without them it mis-copies a problem's operations."""
+    sequence of random numbers costs far less the second time (measured 5.44 → 2.46 nats per token on
+    build 5, 6.55 → 2.28 on build 6; the θ₀ without a copy phase: 13.67 → 13.51). Without them it
+    mis-copies a problem's operations."""
     from reasonsift.synth.world import SHIPPED_V2, probe_copying
 
     copying = probe_copying(SHIPPED_V2)

@@ -93,6 +93,9 @@ class BaseRecipeV2:
     copy_steps: int = 5000  # without separators the loss is still falling here (3.66; copying perfectly: ~2.3)
     copy_learning_rate: float = 1e-3
     copy_share: float = 0.125
+    # Change 8: a share of the pretraining items are clean long-CoT traces as plain text (no chat turn), as
+    # a base LLM has seen worked solutions before reasoning SFT; SFT then elicits the form, not teaches it.
+    long_share: float = 0.1
     world: ClassVar[str] = "v2"
 
 
@@ -215,7 +218,7 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
         model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
                                  num_heads=recipe.num_heads, max_position_embeddings=2048, tie_word_embeddings=True,
                                  seed=recipe.seed)
-        lines = corpus_v2(recipe.corpus_items, recipe.seed, recipe.solution_share)
+        lines = corpus_v2(recipe.corpus_items, recipe.seed, recipe.solution_share, recipe.long_share)
     else:
         tokenizer = char_tokenizer(CHARSET)
         model = build_tiny_llama(len(tokenizer), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
