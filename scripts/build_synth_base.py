@@ -1,7 +1,7 @@
 """Rebuild θ₀, a synthetic world's base model shipped in ``reasonsift/synth/base_model[_v2]/``.
 
 Pretrains the default recipe of the world from scratch on CPU (deterministic for a given machine and
-torch version; v1 about 10 minutes on 2 cores, v2 about 15), writes it into the package, then probes
+torch version; v1 about 10 minutes on 2 cores, v2 about 40), writes it into the package, then probes
 it: v1, greedy accuracy on held-out facts and first steps; v2, on held-out problems in the terse form
 it was pretrained on. The probe is recorded in ``recipe.json`` next to the recipe hash. ``reasonsift
 demo`` uses the shipped folder whenever that hash matches the recipe it asks for, so rerun this
