@@ -227,7 +227,8 @@ def write_base_model(recipe: BaseRecipe | BaseRecipeV2, out: Path, progress: boo
     rows = _rows(tokenizer, lines, recipe.seq_len)
     logger.info("building θ₀ (%.2fM params) on %d rows of %d tokens into %s",
                 sum(p.numel() for p in model.parameters()) / 1e6, rows.shape[0], recipe.seq_len, out)
-    copy, info_extra = (copy_rows(tokenizer, recipe) if recipe.world == "v2" else None), {}
+    copy = copy_rows(tokenizer, recipe) if recipe.world == "v2" else None
+    info_extra: dict = {}
     if copy is not None and recipe.copy_steps:  # the copy phase first: induction heads (changes 5-6)
         copy_losses = pretrain(model, lambda: copy(recipe.batch_size), recipe.copy_steps, recipe.copy_learning_rate,
                                cosine=False, progress=progress, desc="θ₀ copy phase")
