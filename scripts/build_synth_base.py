@@ -19,9 +19,9 @@ import json
 import logging
 
 from reasonsift.config import WORLDS
+from reasonsift.synth.probes import probe_base_model, probe_base_model_v2, probe_copying
 from reasonsift.synth.world import (
-    RECIPE_FILE, BaseRecipe, BaseRecipeV2, probe_base_model, probe_base_model_v2, probe_copying, recipe_hash,
-    shipped_folder, shipped_hash, write_base_model,
+    RECIPE_FILE, BaseRecipe, BaseRecipeV2, recipe_hash, shipped_folder, shipped_hash, write_base_model,
 )
 
 

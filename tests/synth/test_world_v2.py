@@ -280,7 +280,8 @@ def test_shipped_theta0_copies_from_its_context() -> None:
     sequence of random numbers costs far less the second time (measured 5.44 → 2.46 nats per token on
     build 5, 6.55 → 2.28 on build 6; the θ₀ without a copy phase: 13.67 → 13.51). Without them it
     mis-copies a problem's operations."""
-    from reasonsift.synth.world import SHIPPED_V2, probe_copying
+    from reasonsift.synth.probes import probe_copying
+    from reasonsift.synth.world import SHIPPED_V2
 
     copying = probe_copying(SHIPPED_V2)
     assert copying["repeat_nll"] < copying["first_nll"] - 2.0, copying
