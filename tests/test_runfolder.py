@@ -131,7 +131,7 @@ def test_a_manifest_of_an_older_format_is_one_named_change(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from reasonsift.runfolder import run_lock
+from reasonsift.runlock import run_lock
 with run_lock(Path(sys.argv[1]), sys.argv[2], "score"):
     print("held", flush=True)
     time.sleep(120)
@@ -153,7 +153,7 @@ def _holder(folder, key, rank=0, world=1):
 
 def test_run_lock_refuses_another_config_and_a_second_copy(tmp_path, monkeypatch):
     from reasonsift.config import ConfigError
-    from reasonsift.runfolder import run_lock
+    from reasonsift.runlock import run_lock
 
     run = tmp_path / "run"
     proc = _holder(run, "config-a")
@@ -172,7 +172,7 @@ def test_run_lock_refuses_another_config_and_a_second_copy(tmp_path, monkeypatch
 
 
 def test_run_lock_lets_cooperating_ranks_share_the_folder(tmp_path, monkeypatch):
-    from reasonsift.runfolder import LOCK_DIR, run_lock
+    from reasonsift.runlock import LOCK_DIR, run_lock
 
     run = tmp_path / "run"
     proc = _holder(run, "config-a", rank=0, world=2)
@@ -188,7 +188,7 @@ def test_run_lock_lets_cooperating_ranks_share_the_folder(tmp_path, monkeypatch)
 
 
 def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
-    from reasonsift.runfolder import LOCK_DIR, run_lock
+    from reasonsift.runlock import LOCK_DIR, run_lock
 
     run = tmp_path / "run"
     proc = _holder(run, "config-a")
@@ -202,7 +202,7 @@ def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
 
 
 def test_run_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path):
-    from reasonsift.runfolder import run_lock
+    from reasonsift.runlock import run_lock
 
     run = tmp_path / "a" / "b" / "run"
     with pytest.raises(RuntimeError):

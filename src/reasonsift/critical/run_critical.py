@@ -43,9 +43,10 @@ from reasonsift.evaluation.answers import answer_end, extract_answer, is_equival
 from reasonsift.evaluation.generate import cut_at_stop, generate, load_generator, stop_strings, stop_token_ids
 from reasonsift.models import (check_model_files, load_tokenizer, max_positions, model_fingerprint,
                                resolve_device, resolve_dtype)
-from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
-                                  is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config,
-                                  write_json_atomic, write_rejected_rows, write_text_atomic)
+from reasonsift.runfolder import (RunPaths, check_resume, done_marker, flat_settings, input_fingerprint, is_done,
+                                  mark_done, rank_world, read_json, save_config, write_json_atomic, write_rejected_rows,
+                                  write_text_atomic)
+from reasonsift.runlock import exclusive_lock, lock_key, run_lock
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)

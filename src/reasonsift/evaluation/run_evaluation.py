@@ -35,8 +35,8 @@ from reasonsift.evaluation.benchmarks import load_benchmark
 from reasonsift.evaluation.generate import generate, load_generator, warn_position_cap
 from reasonsift.evaluation.metrics import summarize
 from reasonsift.models import check_model_files, is_adapter_folder, model_fingerprint, resolve_device, resolve_dtype
-from reasonsift.runfolder import (check_resume, file_sha256, flat_settings, lock_key, run_lock, save_config,
-                                  write_json_atomic)
+from reasonsift.runfolder import check_resume, file_sha256, flat_settings, save_config, write_json_atomic
+from reasonsift.runlock import lock_key, run_lock
 
 logger = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from reasonsift.data.load import (check_source, input_schema, iter_examples, par
 from reasonsift.data.records import DataError
 from reasonsift.data.render import context_overflow, template_notice, tokenize_example
 from reasonsift.models import check_model_files, load_tokenizer, max_positions, resolve_device, resolve_dtype
-from reasonsift.runfolder import (RunPaths, check_resume, done_marker, exclusive_lock, flat_settings, input_fingerprint,
-                                  is_done, lock_key, mark_done, rank_world, read_json, run_lock, save_config, wait_for,
-                                  write_atomic, write_json_atomic)
+from reasonsift.runfolder import (RunPaths, check_resume, done_marker, flat_settings, input_fingerprint, is_done,
+                                  mark_done, rank_world, read_json, save_config, wait_for, write_atomic, write_json_atomic)
+from reasonsift.runlock import exclusive_lock, lock_key, run_lock
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.unknown_tokens import real_unk_id, unknown_example, unknown_token_summary

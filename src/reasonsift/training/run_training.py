@@ -37,8 +37,9 @@ import torch
 from reasonsift.config import ConfigError, TrainConfig, config_to_dict
 from reasonsift.data.load import check_source, input_schema, parse_field_overrides, source_id
 from reasonsift.models import check_model_files, load_model, load_tokenizer, max_positions
-from reasonsift.runfolder import (check_resume, flat_settings, lock_key, read_json, run_lock, save_config,
-                                  write_json_atomic, write_rejected_rows, write_text_atomic)
+from reasonsift.runfolder import (check_resume, flat_settings, read_json, save_config, write_json_atomic,
+                                  write_rejected_rows, write_text_atomic)
+from reasonsift.runlock import lock_key, run_lock
 from reasonsift.training.dataset import build_train_dataset
 
 logger = logging.getLogger(__name__)
