@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
+from reasonsift.data.formats import iter_rows
+from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError, Example
 from tests.conftest import SHARED_DATA, shared_data_or_skip
 
@@ -387,7 +388,8 @@ def test_limit_stops_early(tmp_path):
 
 
 def test_alpaca_instruction_and_input_form_the_prompt():
-    from reasonsift.data.load import RawRow, to_example
+    from reasonsift.data.formats import RawRow
+    from reasonsift.data.load import to_example
 
     row = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
     ex = to_example(RawRow(0, "x", "", row))

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasonsift.data.load import RawRow, to_example
+from reasonsift.data.formats import RawRow
+from reasonsift.data.load import to_example
 from reasonsift.data.render import Tokenized, build_labels, tokenize_example
 from reasonsift.scoring import scorer
 from reasonsift.scoring.scorer import pack_plan, padded_plan, score_items, score_reference, self_check

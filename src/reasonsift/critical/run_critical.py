@@ -35,8 +35,8 @@ from typing import Any
 from reasonsift.config import ConfigError, EvalConfig, ScaleConfig, config_to_dict
 from reasonsift.critical.counterfactual import CriticalStats, answer_end_tokens, find_critical
 from reasonsift.critical.numbers import digit_tokens, numbers_mask
-from reasonsift.data.load import (canonical_json, check_source, input_schema, iter_examples, parse_field_overrides,
-                                  rejected_entry, source_id, warn_coercions)
+from reasonsift.data.formats import canonical_json, check_source, rejected_entry, source_id
+from reasonsift.data.load import input_schema, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import Tokenized, context_overflow, prompt_text, template_notice, tokenize_example
 from reasonsift.evaluation.answers import answer_end, extract_answer, is_equivalent

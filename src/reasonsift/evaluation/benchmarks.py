@@ -1,7 +1,7 @@
 """Benchmark files -> evaluation items ``{"id", "question", "gold", "kind", "row"}``.
 
 Reads ``.jsonl``, ``.jsonl.gz``, ``.json`` (an array of objects), ``.parquet`` and FLAN's CoT ``.tsv``
-through the one input reader (``data.load.iter_rows``); errors are ``DataError`` as in every stage. The answer kind is
+through the one input reader (``data.formats.iter_rows``); errors are ``DataError`` as in every stage. The answer kind is
 inferred per row: GSM8K/MATH and number/LaTeX golds are ``math``, a gold option letter with options
 in the question is ``choice``, anything else (yes/no, option text) is ``text``.
 """
@@ -12,7 +12,8 @@ import logging
 import re
 from pathlib import Path
 
-from reasonsift.data.load import ID_KEYS, iter_rows
+from reasonsift.data.formats import iter_rows
+from reasonsift.data.load import ID_KEYS
 from reasonsift.data.records import BadRow, DataError
 from reasonsift.evaluation.answers import choice_letter, gold_answer, question_text
 

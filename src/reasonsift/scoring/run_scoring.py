@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 import torch
 
 from reasonsift.config import ConfigError, ScaleConfig, config_to_dict
-from reasonsift.data.load import (check_source, input_schema, iter_examples, parse_field_overrides, source_id,
-                                  warn_coercions)
+from reasonsift.data.formats import check_source, source_id
+from reasonsift.data.load import input_schema, iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError
 from reasonsift.data.render import context_overflow, template_notice, tokenize_example
 from reasonsift.models import check_model_files, load_tokenizer, max_positions, resolve_device, resolve_dtype

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from reasonsift.config import ConfigError, DataConfig, SelectConfig, config_to_dict, make_config
-from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides
+from reasonsift.data.formats import iter_rows
+from reasonsift.data.load import iter_examples, parse_field_overrides
 from reasonsift.data.records import DataError
 from reasonsift.runfolder import (RunPaths, input_fingerprint, read_json, save_config, write_atomic,
                                   write_json_atomic, write_text_atomic)

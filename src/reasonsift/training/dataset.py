@@ -32,7 +32,8 @@ import pyarrow as pa
 import torch
 
 from reasonsift.config import DataConfig, TrainConfig
-from reasonsift.data.load import iter_examples, iter_rows, parse_field_overrides, rejected_entry, rows_at, warn_coercions
+from reasonsift.data.formats import iter_rows, rejected_entry, rows_at
+from reasonsift.data.load import iter_examples, parse_field_overrides, warn_coercions
 from reasonsift.data.records import DataError, Example
 from reasonsift.data.render import IGNORE_INDEX, build_labels, context_overflow, tokenize_example
 

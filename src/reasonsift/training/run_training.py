@@ -35,7 +35,8 @@ from typing import Any
 import torch
 
 from reasonsift.config import ConfigError, TrainConfig, config_to_dict
-from reasonsift.data.load import check_source, input_schema, parse_field_overrides, source_id
+from reasonsift.data.formats import check_source, source_id
+from reasonsift.data.load import input_schema, parse_field_overrides
 from reasonsift.models import check_model_files, load_model, load_tokenizer, max_positions
 from reasonsift.runfolder import (check_resume, flat_settings, read_json, save_config, write_json_atomic,
                                   write_rejected_rows, write_text_atomic)
