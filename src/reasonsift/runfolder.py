@@ -40,6 +40,7 @@ import yaml
 
 from reasonsift.config import ConfigError
 
+
 class WriteError(OSError):
     """A file or folder could not be written (read-only location, full disk, a file in the way); the
     message names the path and what was being written, where ``OSError`` names only an errno."""
