@@ -19,6 +19,7 @@ random draws, k-means initialisation and the SFT data order) and evaluated on he
     .venv/bin/python benchmarks/synthetic_validation.py --seeds 0 1 2 --methods longest middle-perplexity ...
     .venv/bin/python benchmarks/synthetic_validation.py --quick --seeds 0      # smoke run
     .venv/bin/python benchmarks/synthetic_validation.py --world v1 --seeds 0 1 2 --out runs/sv1   # issue 5's table
+    .venv/bin/python benchmarks/synthetic_validation.py --pool 4000 --seeds 0 --methods random full --out runs/sv2e
 
 Each seed's folder is a demo folder; a rerun reuses finished models, subsets and scores, and a seed
 whose ``demo_results.json`` already holds the requested methods is read back as it is, so runs with
@@ -29,6 +30,7 @@ method has).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -121,12 +123,18 @@ def main() -> None:
     parser.add_argument("--world", choices=WORLDS, default="v2")
     parser.add_argument("--quick", action="store_true", help="the demo's reduced size")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--pool", type=int, default=None,
+                        help="pool size (default: the preset's, 1,000 for v2); the budget stays 10%% of it")
     args = parser.parse_args()
+    if args.pool is not None and args.pool < 10:
+        parser.error("--pool must be at least 10 (the budget is 10% of it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     size = PRESETS[(args.world, True)] if args.quick else VALIDATION if args.world == "v2" else V1_VALIDATION
+    if args.pool is not None:  # docs/synth-world-v2.md, change 11: a larger pool, the same 10%
+        size = dataclasses.replace(size, pool=args.pool)
     out = Path(args.out)
     per_seed = []
     for seed in args.seeds:
