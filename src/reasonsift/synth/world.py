@@ -5,8 +5,9 @@ problems solved in a terse textbook form, so chaining is latent and SFT elicits 
 a copy phase before the world text forms the induction heads that reading a problem needs.
 Shipped in ``synth/base_model_v2/``; otherwise as v1 below.
 
-v1: θ₀ pretrained on one-step facts and the first steps of problems. What a θ₀ knows before SFT is
-measured by ``synth/probes.py``.
+v1: θ₀ pretrained on one-step facts and the first steps of problems.
+
+What either θ₀ knows before SFT is measured by ``synth/probes.py``.
 
 θ₀ is a small Llama-style model with a character tokenizer, pretrained (plain causal LM, no chat
 template) on ``pretraining_corpus``: one-step facts such as ``7+5=12`` or ``(9*3)%7=6``, whole
