@@ -86,6 +86,21 @@ def test_allocation_is_two_level():
     assert np.isclose(diff["x1"], np.sqrt(2.0)) and notes == []
 
 
+def test_a_wide_d_g_gap_is_noted_with_the_shares_it_gives():
+    sources = np.array(["calm"] * 50 + ["wild"] * 50)
+    domains = np.array(["X"] * 100)
+    ones = np.ones(100, dtype=np.int64)
+    near = np.r_[np.tile([1.0, 3.0], (50, 1)), np.tile([1.0, 3.5], (50, 1))]  # D_g 2.45 vs 2.96: no note
+    assert allocate_sources(sources, domains, near, ones, 40)[2] == []
+    far = np.r_[np.tile([1.0, 3.0], (50, 1)), np.tile([1.0, 6.0], (50, 1))]  # D_g 2.45 vs 5.48: 3.03 nats
+    alloc, diff, notes = allocate_sources(sources, domains, far, ones, 40)
+    # softmax(2.45, 5.48): calm p = 0.046 -> int(0.046*40) = 1, wild the other 39, from half each
+    assert alloc == {"calm": 1, "wild": 39}
+    assert len(notes) == 1 and "3.03-nat gap a 20.7x ratio" in notes[0]
+    assert "'wild' gets 98% of the budget from 50% of the difficult subset and 'calm' 2% from 50%" in notes[0]
+    assert "(mean 100-token loss 4.50 nats here)" in notes[0]
+
+
 def test_quotas_roll_forward_smallest_first():
     sizes = {7: 2, 3: 3, 5: 10, 1: 20}
     labels = np.concatenate([np.full(n, c) for c, n in sizes.items()])
