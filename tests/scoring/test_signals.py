@@ -10,7 +10,7 @@ import pytest
 
 from reasonsift.config import load_config
 from reasonsift.scoring.run_scoring import run_scoring
-from reasonsift.scoring.signals import compute_signals, hard_cluster, spearman
+from reasonsift.scoring.signals import compute_signals, hard_cluster, signals_html, spearman
 from reasonsift.selection.run_selection import run_selection
 from reasonsift.synth.generate import generate_pool, write_jsonl
 from reasonsift.synth.world import build_base_model
@@ -78,6 +78,20 @@ def test_a_healthy_pool_gets_no_warning_and_off_band_noise_does():
     assert any("One loss-vector cluster holds" in w for w in lumped["warnings"])
 
 
+def test_clusters_taken_whole_are_counted_per_source():
+    scores = pd.DataFrame({"source": ["a"] * 6 + ["b"] * 4, "difficulty": np.arange(10.0),
+                           "n_response_tokens": np.full(10, 100), "n_prompt_tokens": np.full(10, 10)})
+    # a/0: 2 rows both selected (whole); a/1: 3 rows, 1 selected; a/2: a selected singleton (not counted);
+    # b/0: 2 rows both selected (whole, although a/0 has the same label); b/-1: unclustered, selected
+    cluster = np.array([0, 0, 1, 1, 1, 2, 0, 0, 1, -1])
+    selected = np.array([1, 1, 1, 0, 0, 1, 1, 1, 0, 1], dtype=bool)
+    cl = compute_signals(scores, None, cluster=cluster, selected=selected)["clusters"]
+    assert (cl["taken_whole"], cl["taken_whole_rows"]) == (2, 4)
+    assert cl["taken_whole_share_of_selected"] == pytest.approx(4 / 7, abs=1e-4)
+    assert "taken_whole" not in compute_signals(scores, None, cluster=cluster)["clusters"]
+    assert "4 rows = 57% of the selection" in signals_html(compute_signals(scores, None, cluster, selected=selected))
+
+
 def test_signals_appear_in_the_reports_of_score_and_select(tmp_path):
     base = build_base_model(progress=False)
     pool = write_jsonl(generate_pool(60, seed=5), tmp_path / "pool.jsonl")
@@ -96,3 +110,4 @@ def test_signals_appear_in_the_reports_of_score_and_select(tmp_path):
     assert saved["signals"]["warnings"][: len(report["signals"]["warnings"])] == report["signals"]["warnings"]
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Signal health</h2>" in page and "outside the [2, 3]" in page.replace("&#x27;", "'")
+    assert f"{saved['signals']['clusters']['taken_whole_rows']} rows = " in page  # select passed its selection

@@ -11,7 +11,10 @@ on the user's own score table after ``score`` and ``select``:
   short responses in it against the pool's (short = below a quarter of the pool's median response
   length, or ``select.min_response_tokens`` when that guard is set) — truncated traces show up here;
 - θ_rnd's loss ratio to θ₀ against the [2, 3] band;
-- after ``select``: the size distribution of the loss-vector clusters.
+- after ``select``: the size distribution of the loss-vector clusters, and how much of the subset
+  came from clusters of two or more taken whole (balanced quotas take a cluster smaller than its
+  quota entirely; on the synthetic world over half of those rows were degenerate loops, whose
+  outlying loss vectors k-means isolates — the rows worth looking at first).
 
 Each degenerate reading adds a plain-language line to ``warnings``. Thresholds are heuristics, named
 below, and the numbers are always reported so a user can judge for themselves.
@@ -69,12 +72,14 @@ def _r(x: float | None) -> float | None:
 
 
 def compute_signals(scores: pd.DataFrame, theta_rnd: dict[str, Any] | None, cluster: np.ndarray | None = None,
-                    min_response_tokens: int = 0, seed: int = 42) -> dict[str, Any]:
+                    min_response_tokens: int = 0, seed: int = 42,
+                    selected: np.ndarray | None = None) -> dict[str, Any]:
     """The signals section for a score table (one row per example).
 
     theta_rnd: the scoring report's ``theta_rnd`` record (None when no Gaussian checkpoint was scored).
     cluster: (n,) loss-vector cluster per row from ``select`` (-1 = not clustered), keyed within source.
     min_response_tokens: the ``select.min_response_tokens`` guard (0 = off); when set it is the "short" line.
+    selected: (n,) bool, the selection (with ``cluster``: the clusters taken whole).
     """
     warnings: list[str] = []
     out: dict[str, Any] = {}
@@ -124,6 +129,8 @@ def compute_signals(scores: pd.DataFrame, theta_rnd: dict[str, Any] | None, clus
             out["clusters"] = {"count": int(len(sizes)), "clustered_examples": int(sizes.sum()),
                                "largest": int(sizes[0]), "median": float(np.median(sizes)),
                                "smallest": int(sizes[-1]), "singletons": int((sizes == 1).sum())}
+            if selected is not None and selected.any():
+                out["clusters"].update(_taken_whole(scores["source"].astype(str).to_numpy(), cluster, selected))
             if len(sizes) >= 4 and sizes[0] > BIG_CLUSTER_WARN * sizes.sum():
                 warnings.append(f"One loss-vector cluster holds {sizes[0] / sizes.sum():.0%} of the clustered "
                                 "examples: the loss vectors barely separate them, so 'diversity' picks little.")
@@ -132,6 +139,16 @@ def compute_signals(scores: pd.DataFrame, theta_rnd: dict[str, Any] | None, clus
                                 "the vectors are too noisy to group similar examples.")
     out["warnings"] = warnings
     return out
+
+
+def _taken_whole(sources: np.ndarray, cluster: np.ndarray, selected: np.ndarray) -> dict[str, Any]:
+    """Clusters of two or more whose every member was selected, and their share of the selection."""
+    frame = pd.DataFrame({"source": sources, "cluster": cluster, "selected": selected})[cluster >= 0]
+    per = frame.groupby(["source", "cluster"])["selected"].agg(["size", "sum"])
+    whole = per[(per["size"] >= 2) & (per["sum"] == per["size"])]
+    rows = int(whole["size"].sum())
+    return {"taken_whole": int(len(whole)), "taken_whole_rows": rows,
+            "taken_whole_share_of_selected": _r(rows / int(selected.sum()))}
 
 
 def signals_html(signals: dict[str, Any] | None) -> str:
@@ -158,6 +175,10 @@ def signals_html(signals: dict[str, Any] | None) -> str:
     if cl:
         rows.append(("loss-vector clusters", f"{cl['count']} clusters; sizes {cl['smallest']} … median "
                                               f"{cl['median']:g} … {cl['largest']}; {cl['singletons']} singletons"))
+        if "taken_whole" in cl:
+            rows.append(("clusters of 2+ taken whole (outliers gather here: look at these rows first)",
+                         f"{cl['taken_whole']} clusters, {cl['taken_whole_rows']} rows = "
+                         f"{cl['taken_whole_share_of_selected']:.0%} of the selection"))
     table = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
     warns = signals.get("warnings") or []
     verdict = ("<ul>" + "".join(f"<li><b>Warning:</b> {html.escape(w)}</li>" for w in warns) + "</ul>" if warns

@@ -211,7 +211,8 @@ def _select(run: str | Path, configs: dict[str, Any], command: str, progress: bo
                       "cluster": pa.array(selection.cluster, pa.int32()),
                       "selected": pa.array(selection.selected, pa.bool_())})
     write_atomic(kept / "selection.parquet", lambda p: pq.write_table(flags, p))
-    signals = compute_signals(scores, scoring.get("theta_rnd"), selection.cluster, sel.min_response_tokens, sel.seed)
+    signals = compute_signals(scores, scoring.get("theta_rnd"), selection.cluster, sel.min_response_tokens, sel.seed,
+                              selection.selected)
     full_report = {**scoring, "selection": report, "signals": signals}
     card = dataset_card(scoring, report, configs)
     for folder in (kept, paths.root):  # the kept copy, then the latest at the top of RUN
