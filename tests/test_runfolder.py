@@ -201,6 +201,82 @@ def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
     assert not (run / LOCK_DIR).exists() and (run / "out.txt").exists()
 
 
+# --- run_units: one process per unit; a rank out of work takes a dead rank's units -------------------
+
+CLAIM = """
+import fcntl, sys, time
+from pathlib import Path
+unit = Path(sys.argv[1])
+fh = open(unit.with_name(unit.name + ".claim"), "a")
+fcntl.flock(fh, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+unit.write_text("made by the other rank")
+unit.with_name(unit.name + ".done").write_text("{}")
+"""
+
+
+def _claimer(unit, seconds):
+    """A child process (another rank) that holds ``unit``'s claim, then makes it after ``seconds``."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", CLAIM, str(unit), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _run_units_within(seconds, *args, **kwargs):
+    """``run_units(*args)`` in a thread, failing (not hanging) when it has not returned in ``seconds``."""
+    import threading
+
+    from reasonsift.runlock import run_units
+
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(run_units(*args, **kwargs)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"run_units still waiting after {seconds} s"
+    return result[0]
+
+
+def _make(folder, made):
+    def run(unit):
+        made.append(unit)
+        (folder / unit).write_text("made here")
+        (folder / f"{unit}.done").write_text("{}")
+    return run
+
+
+def test_run_units_takes_unclaimed_units_and_leaves_the_last_one_and_the_merge_to_its_live_maker(tmp_path):
+    other = _claimer(tmp_path / "u3", seconds=1.5)  # a live rank busy with u3; u2's rank is gone
+    try:
+        made: list[str] = []
+        last = _run_units_within(60, ["u0", "u1"], ["u2", "u3"], lambda u: tmp_path / u, _make(tmp_path, made),
+                                 poll_s=0.05)
+        assert other.wait(timeout=30) == 0
+    finally:
+        other.kill()
+    # its own units first, then the other ranks' from the end; u3 was never made twice
+    assert made == ["u0", "u1", "u2"] and (tmp_path / "u3").read_text() == "made by the other rank"
+    assert last is False  # the other rank finished the last unit: it merges
+
+
+def test_run_units_takes_over_the_unit_of_a_killed_rank_and_merges(tmp_path):
+    import threading
+
+    other = _claimer(tmp_path / "u1", seconds=120)
+    made: list[str] = []
+    # kill -9 the holder while this rank waits on its unit: the kernel drops its flock
+    threading.Timer(0.5, other.kill).start()
+    try:
+        last = _run_units_within(60, ["u0"], ["u1"], lambda u: tmp_path / u, _make(tmp_path, made), poll_s=0.05)
+    finally:
+        other.kill()
+        other.wait()
+    assert made == ["u0", "u1"] and last is True
+
+
 def test_run_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path):
     from reasonsift.runlock import run_lock
 

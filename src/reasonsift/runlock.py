@@ -1,5 +1,6 @@
 """Who may write a run folder: ``run_lock`` (one owner per folder for a command's life; the ranks of
-one launch share it) and ``exclusive_lock`` (one process merges a stage's shards).
+one launch share it), ``exclusive_lock`` (one process merges a stage's shards) and ``run_units`` (one
+process runs each unit; a rank out of work takes over the units of a dead one).
 
 Both are OS locks or owner files checked against live processes, so a crashed or killed holder never
 blocks a rerun. The folder's layout and atomic writes are in ``runfolder``.
@@ -15,10 +16,10 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from reasonsift.config import ConfigError
-from reasonsift.runfolder import rank_world, read_json, write_error, write_json_atomic
+from reasonsift.runfolder import is_done, rank_world, read_json, write_error, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,49 @@ def exclusive_lock(path: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+U = TypeVar("U")
+
+
+def claim_lock(unit_file: Path) -> Path:
+    """The lock a process holds while it makes ``unit_file`` (beside it, like its done-marker)."""
+    return unit_file.with_name(unit_file.name + ".claim")
+
+
+def run_units(mine: Sequence[U], others: Sequence[U], unit_file: Callable[[U], Path], run: Callable[[U], None],
+              poll_s: float = 2.0) -> bool:
+    """Run this rank's units, then any other rank's unit no live process holds, until every unit is done.
+
+    ``run(unit)`` must write the unit's file and done-marker; it is called while this process holds
+    the unit's ``claim_lock``, so no two processes make one unit, and a unit with a marker is never
+    made again. Other ranks' units are taken from the end of their list, as their owners work from
+    the start. A rank with nothing left to take waits here rather than exit, for two reasons: a rank
+    killed for good leaves its units unclaimed (the kernel drops a dead process's ``flock``) and the
+    living take them; and under torchrun a node whose ranks have all exited sits at the agent's exit
+    barrier and cannot join the restart of another node's failed rank, so that restart would wait for
+    it at the rendezvous until both timed out (the torchrun test once hung so, docs/scaling.md).
+
+    Returns whether this process should merge: False when the last units were finished by others
+    (whichever process finishes the last unit merges; two finishing at once meet at the merge lock).
+    """
+    queue = list(mine) + list(reversed(others))
+    should_merge = True
+    while queue:
+        ran = False
+        for unit in queue:
+            path = unit_file(unit)
+            if is_done(path):
+                continue
+            with exclusive_lock(claim_lock(path)) as claimed:
+                if claimed and not is_done(path):  # the marker may have come since the check above
+                    run(unit)
+                    ran = True
+        queue = [u for u in queue if not is_done(unit_file(u))]
+        should_merge = ran
+        if queue and not ran:
+            time.sleep(poll_s)  # every unit left is being made by a live process
+    return should_merge
 
 
 LOCK_DIR = ".lock"  # RUN/.lock/<host>-<pid>.json: one file per process that owns the folder

@@ -140,6 +140,26 @@ def test_torchrun_two_nodes_and_ray_write_the_same_scores_as_one_process(job, ra
     assert report["scale"] == {"backend": "ray", "workers": 2, "units": 42, "workers_lost": 0, "unit_retries": 0}
 
 
+def test_a_rank_left_alone_scores_the_dead_ranks_units_too_and_merges(job, tmp_path, monkeypatch):
+    args, single = job
+    # rank 0 of two died for good after the tokenization: some units of both ranks have no marker
+    run = tmp_path / "alone"
+    shutil.copytree(single, run)
+    (run / "scores.parquet").unlink()
+    undone = sorted(run.glob("score/*/ckpt*/*.done"))[::5]
+    shards = {int(m.name.split(".")[0].removeprefix("shard")) % 2 for m in undone}
+    assert shards == {0, 1}, "the test should leave units of both ranks undone"
+    for marker in undone:
+        marker.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in run.glob("score/*/ckpt*/*.done")}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(args(run)) == 0
+    _same_bytes(run / "scores.parquet", single / "scores.parquet")
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "a finished unit was scored again"
+    assert all(m.exists() for m in undone)
+
+
 def _rank_process(agent_pid: int, timeout: float = 60) -> int:
     """The pid of the worker process a torchrun agent started (its child running reasonsift.cli)."""
     deadline = time.time() + timeout

@@ -46,7 +46,7 @@ from reasonsift.models import (check_model_files, load_tokenizer, max_positions,
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, flat_settings, input_fingerprint, is_done,
                                   mark_done, rank_world, read_json, save_config, write_json_atomic, write_rejected_rows,
                                   write_text_atomic)
-from reasonsift.runlock import exclusive_lock, lock_key, run_lock
+from reasonsift.runlock import claim_lock, exclusive_lock, lock_key, run_lock, run_units
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ def _examples_by_shard(data: str, configs: dict[str, Any], coerced: dict[str, An
         buffer.append((raw, ex) if ex is not None else (dataclasses.replace(raw, error=reason), None))
     if buffer:
         yield shard, buffer
+
+
+def _shard_rows(data: str, configs: dict[str, Any], shard: int) -> list[tuple[Any, Example | None]]:
+    """One shard's rows, read again from the input (for a shard another rank left unfinished)."""
+    return next(rows for s, rows in _examples_by_shard(data, configs) if s == shard)
 
 
 def _out_row(raw_row: dict[str, Any] | None, ex: Example, response: str, mask: list[int], mode: str) -> str:
@@ -266,8 +271,9 @@ def run_critical(data: str, configs: dict[str, Any], run: str | Path, command: s
                  progress: bool = True) -> dict[str, Any] | None:
     """Find critical tokens for DATA into ``RUN/critical.jsonl``; returns the report.
 
-    Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU; the last rank to
-    finish merges and returns the report (the others return None). With ``scale.backend=ray`` this
+    Under ``torchrun`` each rank takes every WORLD_SIZE-th shard on its own GPU, then any shard a
+    dead or slow rank left (``run_units``); the rank that finishes the last shard merges and returns
+    the report (the others return None). With ``scale.backend=ray`` this
     process reads the input and feeds the unfinished shards to a pool of Ray actors, then merges.
     The data and model folder are checked before RUN is created, and RUN is owned (``run_lock``) for
     the whole run.
@@ -325,21 +331,31 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
         pool = run_pool(CriticalWorker, (configs, str(paths.root)), todo(), lambda u: f"shard{u[0]:05d}",
                         address=scale.ray_address, workers=scale.workers, device=mc.device, progress=False)
     else:
-        worker = None
-        for unit in todo():
-            worker = worker or CriticalWorker(configs, paths.root, progress)  # not loaded when all is done
-            worker.run(unit)
+        workers: list[CriticalWorker] = []  # loaded at the first shard to make, not when all is done
+
+        def make(unit: tuple[int, list[tuple[Any, Example | None]]]) -> None:
+            if not workers:
+                workers.append(CriticalWorker(configs, paths.root, progress))
+            workers[0].run(unit)
+
+        for unit in todo():  # this rank's shards, as the input streams past
+            with exclusive_lock(claim_lock(paths.critical_shard(unit[0]))) as claimed:
+                if claimed and not is_done(paths.critical_shard(unit[0])):
+                    make(unit)
     bar.close()
     if not rows_seen[0]:
         raise DataError(f"{data}: no rows")
     warn_coercions(coerced, data)
+    if not on_ray:
+        # then the shards of ranks that died or fell behind, each read again from the input (rare)
+        rest = [s for s, path in enumerate(shards) if not is_done(path)]
+        if not run_units([], rest, lambda s: shards[s], lambda s: make((s, _shard_rows(data, configs, s)))):
+            logger.info("rank %d: every shard is done; the rank that finished the last one merges", rank)
+            return None
     # Whatever the workers said, a shard counts only with its done-marker (a Ray pool can lose one).
     missing = [p for p in shards if not is_done(p)]
-    if missing and on_ray:
+    if missing:  # only a Ray pool can end with shards missing; ``run_units`` waits until all are done
         raise missing_units_error([p.name.removesuffix(".jsonl") for p in missing], len(shards), pool.errors)
-    if missing:
-        logger.info("rank %d finished its shards; the last rank to finish merges", rank)
-        return None
     with exclusive_lock(paths.merge_lock(paths.critical_dir)) as merging:
         if not merging:
             return None

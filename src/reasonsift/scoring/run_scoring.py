@@ -13,7 +13,8 @@ Top to bottom:
 Where the workers run (docs/scaling.md): here; in every rank of ``torchrun`` on one or many nodes
 (``torchrun --nnodes 2 --nproc-per-node 8 -m reasonsift.cli score ... --run-dir RUN``, or Slurm
 ``srun`` with RANK/WORLD_SIZE set), which split the shards with no process group and meet only through
-the run folder's done-markers, the last rank to finish merging; or, with ``scale.backend=ray``, in a
+the run folder's done-markers (a rank out of work takes the units of a dead one, ``run_units``), the
+rank that finishes the last unit merging; or, with ``scale.backend=ray``, in a
 pool of Ray actors this process feeds (``reasonsift.scaling.ray_pool``), then merges.
 """
 
@@ -38,7 +39,7 @@ from reasonsift.data.render import context_overflow, template_notice, tokenize_e
 from reasonsift.models import check_model_files, load_tokenizer, max_positions, resolve_device, resolve_dtype
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, flat_settings, input_fingerprint, is_done,
                                   mark_done, rank_world, read_json, save_config, wait_for, write_atomic, write_json_atomic)
-from reasonsift.runlock import exclusive_lock, lock_key, run_lock
+from reasonsift.runlock import exclusive_lock, lock_key, run_lock, run_units
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 from reasonsift.scoring.plan import check_score_config, checkpoint_plan, resolve_direction
 from reasonsift.scoring.unknown_tokens import real_unk_id, unknown_example, unknown_token_summary
@@ -221,14 +222,15 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
         info = _worker_summary(pool.worker_info) if pool.worker_info else None
         scale_report = pool.as_report()
     else:
-        info, scale_report = _score_here(todo, worker_args, rank, world, progress), {"backend": "local"}
+        info, last = _score_here(todo, worker_args, paths, rank, world, progress)
+        scale_report = {"backend": "local"}
+        if not last:
+            logger.info("rank %d: every unit is done; the rank that finished the last one merges", rank)
+            return None
     # Whatever the workers said, a unit counts only with its done-marker (a Ray pool can lose one).
     missing = [u for u in all_units if not is_done(paths.unit(*u))]
-    if missing and on_ray:
+    if missing:  # only a Ray pool can end with units missing; ``run_units`` waits until all are done
         raise missing_units_error([unit_name(u) for u in missing], len(all_units), pool.errors)
-    if missing:
-        logger.info("rank %d finished its units; the last rank to finish merges", rank)
-        return None
     from reasonsift.scoring.merge import merge_scores
 
     with exclusive_lock(paths.merge_lock(paths.score_dir)) as locked:
@@ -260,21 +262,27 @@ def _score(data: str, configs: dict[str, Any], run: str | Path, command: str, pr
     return report
 
 
-def _score_here(todo: list[Unit], worker_args: tuple[Any, ...], rank: int, world: int,
-                progress: bool) -> dict[str, Any]:
-    """Score this rank's share of ``todo`` (every WORLD_SIZE-th shard) in this process; the worker's info."""
+def _score_here(todo: list[Unit], worker_args: tuple[Any, ...], paths: RunPaths, rank: int, world: int,
+                progress: bool) -> tuple[dict[str, Any], bool]:
+    """Score ``todo`` in this process: this rank's share (every WORLD_SIZE-th shard), then the units of
+    ranks that died or fell behind (``run_units``); the worker's info, and whether this rank merges."""
     if world == 1:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    mine = [u for u in todo if u[2] % world == rank]
     worker = ScoreWorker(*worker_args, progress=progress)
     from tqdm.auto import tqdm
 
-    bar = tqdm(mine, desc="score units", unit="unit", disable=not progress)
-    for stage, k, shard in bar:
-        bar.set_postfix_str(f"{stage} {k}, shard {shard}")
-        worker.run((stage, k, shard))
+    bar = tqdm(total=len(todo), desc="score units", unit="unit", disable=not progress)
+
+    def run(unit: Unit) -> None:
+        bar.set_postfix_str(f"{unit[0]} {unit[1]}, shard {unit[2]}")
+        worker.run(unit)
+        bar.update()
+
+    last = run_units([u for u in todo if u[2] % world == rank], [u for u in todo if u[2] % world != rank],
+                     lambda u: paths.unit(*u), run)
+    bar.close()
     worker.close()
-    return worker.info()
+    return worker.info(), last
 
 
 def _worker_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
