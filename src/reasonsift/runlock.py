@@ -2,7 +2,7 @@
 one launch share it), ``exclusive_lock`` (one process merges a stage's shards) and ``run_units`` (one
 process runs each unit; a rank out of work takes over the units of a dead one).
 
-Both are OS locks or owner files checked against live processes, so a crashed or killed holder never
+All are OS locks or owner files checked against live processes, so a crashed or killed holder never
 blocks a rerun. The folder's layout and atomic writes are in ``runfolder``.
 """
 
