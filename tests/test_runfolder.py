@@ -206,13 +206,13 @@ def test_run_lock_takes_over_from_a_killed_holder(tmp_path, monkeypatch):
 CLAIM = """
 import fcntl, sys, time
 from pathlib import Path
-unit = Path(sys.argv[1])
-fh = open(unit.with_name(unit.name + ".claim"), "a")
+unit, claim, marker = map(Path, sys.argv[1:4])
+fh = open(claim, "a")
 fcntl.flock(fh, fcntl.LOCK_EX)
 print("held", flush=True)
-time.sleep(float(sys.argv[2]))
+time.sleep(float(sys.argv[4]))
 unit.write_text("made by the other rank")
-unit.with_name(unit.name + ".done").write_text("{}")
+marker.write_text("{}")
 """
 
 
@@ -221,7 +221,11 @@ def _claimer(unit, seconds):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", CLAIM, str(unit), str(seconds)], stdout=subprocess.PIPE, text=True)
+    from reasonsift.runfolder import done_marker
+    from reasonsift.runlock import claim_lock
+
+    proc = subprocess.Popen([sys.executable, "-c", CLAIM, str(unit), str(claim_lock(unit)), str(done_marker(unit)),
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -241,10 +245,12 @@ def _run_units_within(seconds, *args, **kwargs):
 
 
 def _make(folder, made):
+    from reasonsift.runfolder import mark_done
+
     def run(unit):
         made.append(unit)
         (folder / unit).write_text("made here")
-        (folder / f"{unit}.done").write_text("{}")
+        mark_done(folder / unit)
     return run
 
 

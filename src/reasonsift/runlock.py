@@ -55,13 +55,24 @@ def claim_lock(unit_file: Path) -> Path:
     return unit_file.with_name(unit_file.name + ".claim")
 
 
+def run_claimed(unit_file: Path, run: Callable[[], None]) -> bool:
+    """Call ``run()`` (which makes ``unit_file`` and its done-marker) if this process can claim the
+    unit and it is not done yet; whether it ran. No two processes make one unit this way."""
+    if is_done(unit_file):
+        return False
+    with exclusive_lock(claim_lock(unit_file)) as claimed:
+        if claimed and not is_done(unit_file):  # the marker may have come since the check above
+            run()
+            return True
+    return False
+
+
 def run_units(mine: Sequence[U], others: Sequence[U], unit_file: Callable[[U], Path], run: Callable[[U], None],
               poll_s: float = 2.0) -> bool:
     """Run this rank's units, then any other rank's unit no live process holds, until every unit is done.
 
-    ``run(unit)`` must write the unit's file and done-marker; it is called while this process holds
-    the unit's ``claim_lock``, so no two processes make one unit, and a unit with a marker is never
-    made again. Other ranks' units are taken from the end of their list, as their owners work from
+    ``run(unit)`` must write the unit's file and done-marker; it is called through ``run_claimed``,
+    so no two processes make one unit, and a unit with a marker is never made again. Other ranks' units are taken from the end of their list, as their owners work from
     the start. A rank with nothing left to take waits here rather than exit, for two reasons: a rank
     killed for good leaves its units unclaimed (the kernel drops a dead process's ``flock``) and the
     living take them; and under torchrun a node whose ranks have all exited sits at the agent's exit
@@ -76,13 +87,7 @@ def run_units(mine: Sequence[U], others: Sequence[U], unit_file: Callable[[U], P
     while queue:
         ran = False
         for unit in queue:
-            path = unit_file(unit)
-            if is_done(path):
-                continue
-            with exclusive_lock(claim_lock(path)) as claimed:
-                if claimed and not is_done(path):  # the marker may have come since the check above
-                    run(unit)
-                    ran = True
+            ran = run_claimed(unit_file(unit), lambda: run(unit)) or ran
         queue = [u for u in queue if not is_done(unit_file(u))]
         should_merge = ran
         if queue and not ran:

@@ -46,7 +46,7 @@ from reasonsift.models import (check_model_files, load_tokenizer, max_positions,
 from reasonsift.runfolder import (RunPaths, check_resume, done_marker, flat_settings, input_fingerprint, is_done,
                                   mark_done, rank_world, read_json, save_config, write_json_atomic, write_rejected_rows,
                                   write_text_atomic)
-from reasonsift.runlock import claim_lock, exclusive_lock, lock_key, run_lock, run_units
+from reasonsift.runlock import exclusive_lock, lock_key, run_claimed, run_lock, run_units
 from reasonsift.scaling.ray_pool import missing_units_error, require_ray
 
 logger = logging.getLogger(__name__)
@@ -331,17 +331,15 @@ def _run_critical(data: str, configs: dict[str, Any], run: str | Path, command: 
         pool = run_pool(CriticalWorker, (configs, str(paths.root)), todo(), lambda u: f"shard{u[0]:05d}",
                         address=scale.ray_address, workers=scale.workers, device=mc.device, progress=False)
     else:
-        workers: list[CriticalWorker] = []  # loaded at the first shard to make, not when all is done
+        worker: CriticalWorker | None = None  # loaded at the first shard to make, not when all is done
 
         def make(unit: tuple[int, list[tuple[Any, Example | None]]]) -> None:
-            if not workers:
-                workers.append(CriticalWorker(configs, paths.root, progress))
-            workers[0].run(unit)
+            nonlocal worker
+            worker = worker or CriticalWorker(configs, paths.root, progress)
+            worker.run(unit)
 
         for unit in todo():  # this rank's shards, as the input streams past
-            with exclusive_lock(claim_lock(paths.critical_shard(unit[0]))) as claimed:
-                if claimed and not is_done(paths.critical_shard(unit[0])):
-                    make(unit)
+            run_claimed(paths.critical_shard(unit[0]), lambda: make(unit))
     bar.close()
     if not rows_seen[0]:
         raise DataError(f"{data}: no rows")
